@@ -1,0 +1,163 @@
+"""Training, evaluation and prediction shared by the zoo's image classifiers.
+
+A subclass builds ``self.net`` (normalised images in, logits out) in its constructor and calls
+``super().__init__`` with the classification settings; everything else (loss with hard or soft targets, metrics,
+flip/translate test-time augmentation, optimizer groups and the learning-rate schedule) lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy
+
+
+def sgd(params, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """Default optimizer: SGD with Nesterov momentum."""
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
+def warmup_decay(step: int, total: int, warmup: float, start: float, end: float, shape: str) -> float:
+    """LR multiplier: linear ramp ``start -> 1`` over ``warmup * total`` steps, then ``1 -> end`` (linear or cosine)."""
+    peak = int(warmup * total)
+    if step < peak:
+        return start + (1 - start) * step / peak
+    t = min(1.0, (step - peak) / max(1, total - peak))
+    if shape == "cosine":
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+    if shape == "linear":
+        return 1 + (end - 1) * t
+    return 1.0
+
+
+def tta_logits(net: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
+    """Test-time augmentation. 0: plain; 1: mean with the mirror image; 2: also 1-pixel translations (airbench)."""
+    if level == 0:
+        return net(x)
+    mirror = lambda v: 0.5 * (net(v) + net(v.flip(-1)))  # noqa: E731
+    logits = mirror(x)
+    if level == 1:
+        return logits
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    shifted = [mirror(padded[..., :h, :w]), mirror(padded[..., 2 : h + 2, 2 : w + 2])]
+    return 0.5 * logits + 0.25 * (shifted[0] + shifted[1])
+
+
+class ImageClassifier(L.LightningModule):
+    """Base of the zoo's classifiers. Batches are ``(images, targets)``; targets are class ids (B,) or
+    probabilities (B, num_classes), e.g. from the mixup callback.
+
+    Args:
+        num_classes: output classes.
+        label_smoothing: cross-entropy label smoothing.
+        tta: test-time augmentation level for test/predict (0 none, 1 flip, 2 flip + translate).
+        channels_last: keep activations in channels-last memory format.
+        optimizer: called with the parameter groups (no weight decay on norms and biases).
+        scheduler: called with the optimizer; stepped every epoch. Overrides ``schedule``.
+        schedule: built-in per-step schedule when ``scheduler`` is None: "constant", "linear" or "cosine" decay.
+        warmup: fraction of the steps spent ramping the learning rate up from ``lr_start`` (a multiplier).
+        lr_start: LR multiplier at step 0.
+        lr_end: LR multiplier at the last step.
+        no_decay_lr_scale: LR multiplier for norm and bias parameters (airbench trains BN biases much faster).
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        label_smoothing: float = 0.0,
+        tta: int = 0,
+        channels_last: bool = False,
+        optimizer: OptimizerCallable = sgd,
+        scheduler: LRSchedulerCallable | None = None,
+        schedule: Literal["constant", "linear", "cosine"] = "cosine",
+        warmup: float = 0.0,
+        lr_start: float = 0.0,
+        lr_end: float = 0.0,
+        no_decay_lr_scale: float = 1.0,
+    ):
+        super().__init__()
+        self.num_classes = num_classes
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        metric = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")  # noqa: E731
+        self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
+
+    def setup(self, stage: str) -> None:
+        if self.hparams.channels_last:
+            self.to(memory_format=torch.channels_last)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised images (B, 3, H, W) -> logits (B, num_classes)."""
+        if self.hparams.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.net(x)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy against class ids (B,) or class probabilities (B, C)."""
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(x)
+        loss = self.loss(logits, y)
+        self.train_acc(logits, y if y.ndim == 1 else y.argmax(1))  # soft targets: accuracy on the dominant label
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits with the configured test-time augmentation."""
+        return tta_logits(self, x, self.hparams.tta)
+
+    def _evaluate(self, batch, stage: str, metric: MulticlassAccuracy) -> None:
+        x, y = batch
+        # Validation only monitors training, so it skips the (costly) test-time augmentation.
+        logits = self(x) if stage == "val" else self.predict_logits(x)
+        metric(logits, y)
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log(f"{stage}/acc", metric, prog_bar=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val", self.val_acc)
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test", self.test_acc)
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Class probabilities (B, num_classes)."""
+        x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        return self.predict_logits(x).softmax(-1)
+
+    def parameter_groups(self) -> list[dict]:
+        """Normalisation-layer parameters without weight decay (and at ``no_decay_lr_scale``); the rest with it."""
+        norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+        norm_ids = {id(p) for m in self.modules() if isinstance(m, norm_types) for p in m.parameters()}
+        decay, no_decay = [], []
+        for p in self.parameters():
+            if p.requires_grad:
+                (no_decay if id(p) in norm_ids else decay).append(p)
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        return [g for g in groups if g["params"]]
+
+    def configure_optimizers(self):
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        scale = self.hparams.no_decay_lr_scale
+        if scale != 1.0 and len(optimizer.param_groups) == 2:
+            optimizer.param_groups[1]["lr"] *= scale
+            optimizer.param_groups[1]["initial_lr"] = optimizer.param_groups[1]["lr"]
+        if self.scheduler_factory is not None:
+            return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
+        if self.hparams.schedule == "constant" and self.hparams.warmup == 0:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        h = self.hparams
+        fn = lambda step: warmup_decay(step, total, h.warmup, h.lr_start, h.lr_end, h.schedule)  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

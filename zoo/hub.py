@@ -1,0 +1,5 @@
+"""Published checkpoints (placeholder until the checkpoint format lands)."""
+
+
+def published() -> dict:
+    return {}
