@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import zipfile
 from pathlib import Path
 
 import lightning as L
@@ -113,7 +114,7 @@ def load_cached(kind: str, root: Path, cache: Path) -> dict[str, np.ndarray]:
         try:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
-        except (OSError, ValueError) as err:  # a damaged cache is rebuilt, never trusted
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a damaged cache is rebuilt, never trusted
             print(f"zoo: ignoring unreadable cache {path} ({err}); decoding again")
     arrays = read_pickles(root) if kind == "pickle" else read_image_folder(root)
     cache.mkdir(parents=True, exist_ok=True)
@@ -259,6 +260,23 @@ class CIFAR10DataModule(L.LightningDataModule):
             "test": TensorBatches(to_tensor(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
         }
 
+    def card_info(self) -> dict:
+        """What a model card records about this data: dataset, splits, licence and the model's preprocessing."""
+        h = self.hparams
+        return {
+            "dataset": "CIFAR-10",
+            "classes": list(CLASSES),
+            "train_split": f"train minus {h.val_size} images held out for validation (seed {h.seed})",
+            "test_split": "test (the official 10,000 images)",
+            "licence": "CIFAR-10 (Krizhevsky, 2009): no explicit licence, customarily used for research",
+            "preprocessing": {
+                "image_size": [32, 32],
+                "input": "RGB, (B, 3, 32, 32) float = (uint8 / 255 - mean) / std",
+                "mean": list(MEAN),
+                "std": list(STD),
+            },
+        }
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(
             self.datasets[split],
@@ -284,6 +302,8 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment (training only) and normalise on whatever device the batch now lives on."""
+        if not isinstance(batch, (tuple, list)):  # e.g. the model's example_input_array, already a float input
+            return batch
         x, y = batch
         if self.trainer is not None and self.trainer.training:
             x = random_crop(x, self.hparams.crop_padding)

@@ -121,11 +121,13 @@ class CifarCNN(ImageClassifier):
         lr_start: float = 0.0,
         lr_end: float = 0.0,
         no_decay_lr_scale: float = 1.0,
+        init_from: str | None = None,
     ):
         super().__init__(num_classes, label_smoothing, tta, channels_last, optimizer, scheduler, schedule, warmup,
-                         lr_start, lr_end, no_decay_lr_scale)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+                         lr_start, lr_end, no_decay_lr_scale, init_from)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
         self.net = classic_cnn(num_classes, dropout)
+        self.example_input_array = torch.zeros(2, 3, 32, 32)
 
 
 @register_model("cifar_resnet", description="Fast speed-run-style CIFAR-10 net (airbench94 recipe), the flagship")
@@ -147,7 +149,7 @@ class CifarResNet(ImageClassifier):
     def __init__(
         self,
         num_classes: int = 10,
-        widths: list[int] = [64, 256, 256],  # noqa: B006 - read-only; jsonargparse needs a literal default
+        widths: tuple[int, int, int] = (64, 256, 256),
         bn_momentum: float = 0.4,
         residual: bool = False,
         logit_scale: float = 1 / 9,
@@ -162,11 +164,13 @@ class CifarResNet(ImageClassifier):
         lr_start: float = 0.2,
         lr_end: float = 0.07,
         no_decay_lr_scale: float = 64.0,
+        init_from: str | None = None,
     ):
         super().__init__(num_classes, label_smoothing, tta, channels_last, optimizer, scheduler, schedule, warmup,
-                         lr_start, lr_end, no_decay_lr_scale)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
+                         lr_start, lr_end, no_decay_lr_scale, init_from)
+        self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
         self.net = SpeedrunNet(list(widths), num_classes, bn_momentum, residual, logit_scale)
+        self.example_input_array = torch.zeros(2, 3, 32, 32)
 
     def on_train_epoch_start(self) -> None:
         self.net.whiten.bias.requires_grad_(self.current_epoch < self.hparams.whiten_bias_epochs)

@@ -54,6 +54,9 @@ class ImageClassifier(L.LightningModule):
     """Base of the zoo's classifiers. Batches are ``(images, targets)``; targets are class ids (B,) or
     probabilities (B, num_classes), e.g. from the mixup callback.
 
+    Callbacks reach training through two public hooks, ``transform_train_batch`` (mixup/cutmix) and
+    ``training_loss`` (distillation); a callback opts in by defining ``transform_batch`` or ``training_loss``.
+
     Args:
         num_classes: output classes.
         label_smoothing: cross-entropy label smoothing.
@@ -66,6 +69,8 @@ class ImageClassifier(L.LightningModule):
         lr_start: LR multiplier at step 0.
         lr_end: LR multiplier at the last step.
         no_decay_lr_scale: LR multiplier for norm and bias parameters (airbench trains BN biases much faster).
+        init_from: a ``zoo.load`` source whose weights start training (weights only; a differently sized head is
+            re-initialised with a warning). Unlike ``--ckpt_path`` it restores no optimizer or loop state.
     """
 
     def __init__(
@@ -81,15 +86,32 @@ class ImageClassifier(L.LightningModule):
         lr_start: float = 0.0,
         lr_end: float = 0.0,
         no_decay_lr_scale: float = 1.0,
+        init_from: str | None = None,
     ):
         super().__init__()
         self.num_classes = num_classes
+        self.init_from = init_from
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         metric = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
 
+    @classmethod
+    def from_pretrained(cls, source: str, **overrides):
+        """``zoo.load(source, **overrides)``, checked to be an instance of this class."""
+        from zoo.hub import load
+
+        model = load(source, **overrides)
+        if not isinstance(model, cls):
+            raise TypeError(f"{source} holds a {type(model).__name__}, not a {cls.__name__}.")
+        return model
+
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.init_from:  # before a --ckpt_path restore, which then takes precedence
+            from zoo.hub import init_from
+
+            init_from(self, self.init_from)
+            self.init_from = None
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
 
@@ -105,11 +127,34 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         x, y = batch
+        x, y = self.transform_train_batch(x, y)
         logits = self(x)
-        loss = self.loss(logits, y)
+        loss = self.training_loss(x, logits, y)
         self.train_acc(logits, y if y.ndim == 1 else y.argmax(1))  # soft targets: accuracy on the dominant label
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    # Training hooks for callbacks. Lightning's callback hooks cannot replace a batch or a loss, so the classifier
+    # asks the trainer's callbacks, in their order, through two optional methods. Nothing is stored on the model,
+    # so a callback's state (a teacher, an RNG) never enters the model's checkpoint, a deepcopy (SWA/EMA) or DDP.
+    def _trainer_callbacks(self, method: str) -> list:
+        trainer = self._trainer  # None when the model is used outside a Trainer
+        return [cb for cb in (trainer.callbacks if trainer is not None else []) if hasattr(cb, method)]
+
+    def transform_train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Hook: each callback with ``transform_batch(trainer, pl_module, x, y) -> (x, y)`` rewrites the normalised
+        training batch before the forward pass, e.g. ``callbacks.MixUpCutMix`` (targets become (B, C) probabilities)."""
+        for cb in self._trainer_callbacks("transform_batch"):
+            x, y = cb.transform_batch(self.trainer, self, x, y)
+        return x, y
+
+    def training_loss(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Hook: ``self.loss(logits, y)``, then each callback with ``training_loss(trainer, pl_module, x, logits, y,
+        loss) -> loss`` may replace it, e.g. ``callbacks.Distillation`` (x: the batch the student saw)."""
+        loss = self.loss(logits, y)
+        for cb in self._trainer_callbacks("training_loss"):
+            loss = cb.training_loss(self.trainer, self, x, logits, y, loss)
         return loss
 
     def predict_logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -136,22 +181,22 @@ class ImageClassifier(L.LightningModule):
         return self.predict_logits(x).softmax(-1)
 
     def parameter_groups(self) -> list[dict]:
-        """Normalisation-layer parameters without weight decay (and at ``no_decay_lr_scale``); the rest with it."""
+        """Normalisation-layer parameters without weight decay (and at ``no_decay_lr_scale``); the rest with it.
+        A group's optional ``lr_scale`` multiplies the optimizer's learning rate for that group."""
         norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
         norm_ids = {id(p) for m in self.modules() if isinstance(m, norm_types) for p in m.parameters()}
         decay, no_decay = [], []
         for p in self.parameters():
             if p.requires_grad:
                 (no_decay if id(p) in norm_ids else decay).append(p)
-        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+        scale = self.hparams.no_decay_lr_scale
+        groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0, "lr_scale": scale}]
         return [g for g in groups if g["params"]]
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
-        scale = self.hparams.no_decay_lr_scale
-        if scale != 1.0 and len(optimizer.param_groups) == 2:
-            optimizer.param_groups[1]["lr"] *= scale
-            optimizer.param_groups[1]["initial_lr"] = optimizer.param_groups[1]["lr"]
+        for group in optimizer.param_groups:  # a group may ask for a multiple of the optimizer's learning rate
+            group["lr"] *= group.get("lr_scale", 1.0)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
         if self.hparams.schedule == "constant" and self.hparams.warmup == 0:

@@ -1,5 +1,361 @@
-"""Published checkpoints (placeholder until the checkpoint format lands)."""
+"""Pretrained zoo checkpoints: ``<name>.safetensors`` (weights) + ``<name>.json`` (the model card).
+
+Usage:
+    model = zoo.load("cifar_resnet_cifar10")                 # a published name
+    model = zoo.load("runs/x/checkpoints/last.ckpt")         # a Lightning checkpoint (read with weights_only=True)
+    model = zoo.load("https://host/cifar_resnet_cifar10.json")  # downloaded, sha256-checked, cached
+    zoo export runs/x/checkpoints/last.ckpt --name my_net    # weights + card, metrics from a test run
+    zoo evaluate cifar_resnet_cifar10                        # re-measure the card's metrics
+
+Nothing here unpickles code: weights are safetensors, cards are JSON, Lightning checkpoints are read with
+``torch.load(weights_only=True)``, and a card may only name a registered model and a DataModule of this package.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import subprocess
+import tempfile
+import urllib.parse
+import urllib.request
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+import zoo
+
+FORMAT = "zoo-checkpoint/1"
+PUBLISHED_DIR = Path(__file__).parent / "checkpoints"
 
 
-def published() -> dict:
-    return {}
+class CheckpointError(ValueError):
+    """A checkpoint or card that cannot be used; the message names the file and the problem."""
+
+
+# ------------------------------------------------------------------------------------------------------ sources
+def published() -> dict[str, dict]:
+    """Cards of the checkpoints shipped with the zoo, by name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(PUBLISHED_DIR.glob("*.json"))}
+
+
+def hub_cache() -> Path:
+    """Download cache: ``$ZOO_CACHE/hub``, else torch's hub dir (``$TORCH_HOME/hub``) ``/zoo``."""
+    if os.environ.get("ZOO_CACHE"):
+        return Path(os.environ["ZOO_CACHE"]).expanduser() / "hub"
+    return Path(torch.hub.get_dir()) / "zoo"
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, expected_sha256: str | None = None) -> Path:
+    """Fetch ``url`` into the cache (once); the file only appears under its final name after its sha256 checks."""
+    name = Path(urllib.parse.urlparse(url).path).name or "download"
+    digest = hashlib.sha256(url.encode()).hexdigest()[:12]
+    dest = hub_cache() / digest / name
+    if dest.is_file() and (expected_sha256 is None or sha256(dest) == expected_sha256):
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{name}.", suffix=".partial")
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                h.update(block)
+                out.write(block)
+        if expected_sha256 is not None and h.hexdigest() != expected_sha256:
+            raise CheckpointError(
+                f"{url}: sha256 {h.hexdigest()} does not match the card's {expected_sha256}; the download is "
+                "corrupt or the file changed. Nothing was cached; try again or check the source."
+            )
+        os.replace(tmp, dest)
+    except BaseException as err:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise CheckpointError(f"Could not download {url}: {err}") from err
+        raise
+    return dest
+
+
+def _is_url(source: str) -> bool:
+    return urllib.parse.urlparse(source).scheme in ("http", "https", "file")
+
+
+def resolve(source: str | os.PathLike) -> tuple[dict | None, Path]:
+    """Find the card (if any) and the weights file for ``source``; download both when it is a URL."""
+    source = str(source)
+    if source in published():
+        card = _read_card(PUBLISHED_DIR / f"{source}.json")
+        return card, _weights_of(card, PUBLISHED_DIR)
+    if _is_url(source):
+        if source.endswith(".json"):
+            card = _read_card(download(source))
+            base = source.rsplit("/", 1)[0]
+            url = card["weights"].get("url") or f"{base}/{card['weights']['file']}"
+            return card, download(url, card["weights"]["sha256"])
+        return None, download(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        cards = sorted(path.glob("*.json"))
+        if len(cards) != 1:
+            raise CheckpointError(f"{path} holds {len(cards)} cards (*.json); pass the one to load.")
+        path = cards[0]
+    if not path.exists():
+        raise CheckpointError(
+            f"No checkpoint {source!r}: not a published name ({', '.join(published()) or 'none'}), "
+            "not an existing file or folder, not an http(s)/file URL."
+        )
+    if path.suffix == ".json":
+        card = _read_card(path)
+        return card, _weights_of(card, path.parent)
+    if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
+        return _read_card(path.with_suffix(".json")), path
+    return None, path
+
+
+def _read_card(path: Path) -> dict:
+    try:
+        card = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: not a readable model card ({err}).") from err
+    if not isinstance(card, dict) or card.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a zoo model card (expected \"format\": \"{FORMAT}\").")
+    return card
+
+
+def _weights_of(card: dict, folder: Path) -> Path:
+    local = folder / card["weights"]["file"]
+    if local.is_file():
+        if sha256(local) != card["weights"]["sha256"]:
+            raise CheckpointError(
+                f"{local}: sha256 does not match its card ({card['weights']['sha256']}); the file is corrupt or "
+                "was replaced. Re-download or re-export it."
+            )
+        return local
+    if card["weights"].get("url"):
+        return download(card["weights"]["url"], card["weights"]["sha256"])
+    raise CheckpointError(f"{local} is missing and the card gives no URL for it.")
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """(state_dict, Lightning hyper_parameters or None) from a .safetensors or Lightning .ckpt file."""
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path)), None
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CheckpointError(f"{path}: not a valid safetensors file ({err}); it may be truncated.") from err
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # UnpicklingError for code-carrying pickles, RuntimeError/EOFError for damaged zips
+        raise CheckpointError(
+            f"{path}: refused or unreadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            "Checkpoints are read with torch.load(weights_only=True), so files carrying code are never executed."
+        ) from err
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict').")
+    return ckpt["state_dict"], dict(ckpt.get("hyper_parameters") or {})
+
+
+def _entry_for(model: str | None, class_path: str | None, hparams: dict, where: Path) -> zoo.ModelEntry:
+    if model is not None:
+        try:
+            return zoo.model_entry(model)
+        except KeyError as err:
+            raise CheckpointError(f"{where}: {err.args[0]}") from err
+    for name in zoo.list_models():
+        entry = zoo.model_entry(name)
+        if f"{entry.cls.__module__}.{entry.cls.__qualname__}" == class_path and all(
+            hparams.get(k, v) == v for k, v in entry.fixed.items()
+        ):
+            return entry
+    raise CheckpointError(
+        f"{where}: cannot tell which zoo model it holds (class {class_path!r} is not registered). "
+        "Pass model=<registered name>."
+    )
+
+
+def build(entry: zoo.ModelEntry, hparams: dict, overrides: dict, where: Path):
+    """Instantiate a registered model from primitive hyperparameters (unknown keys are an error, not ignored)."""
+    accepted = inspect.signature(entry.cls.__init__).parameters
+    kwargs = {**entry.fixed, **{k: v for k, v in hparams.items() if not k.startswith("_")}, **overrides}
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise CheckpointError(f"{where}: {entry.cls.__name__} takes no argument(s) {unknown}; zoo version mismatch?")
+    return entry.cls(**kwargs)
+
+
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], where: Path, reinit_mismatched: bool):
+    """Strict load with a clear error; mismatched shapes are re-initialised (with a warning) if allowed."""
+    own = model.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if wrong and reinit_mismatched:
+        warnings.warn(f"{where}: re-initialising {wrong} (shape differs from the checkpoint, e.g. num_classes).")
+        state = {k: v for k, v in state.items() if k not in wrong}
+        missing = sorted(set(missing) - set(wrong))
+        wrong = []
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}" for k in wrong[:5]
+        )
+        raise CheckpointError(
+            f"{where} does not fit {type(model).__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}, "
+            f"wrong shapes [{detail}]."
+        )
+    model.load_state_dict(state, strict=False)
+
+
+def load(source: str | os.PathLike, model: str | None = None, **overrides: Any):
+    """The model stored at ``source`` (published name, path, folder, URL or Lightning .ckpt) in eval mode.
+
+    ``overrides`` replace constructor arguments; when one changes a tensor's shape (``num_classes``), that tensor
+    is re-initialised with a warning. ``model`` names the registered model for a bare weights file.
+    """
+    card, path = resolve(source)
+    state, ckpt_hparams = read_weights(path)
+    if card is not None:
+        hparams, entry = card["hparams"], _entry_for(card["model"], None, {}, path)
+    elif ckpt_hparams is not None:
+        hparams = {k: v for k, v in ckpt_hparams.items() if k not in ("_class_path", "_instantiator")}
+        entry = _entry_for(model, ckpt_hparams.get("_class_path"), hparams, path)
+    else:
+        raise CheckpointError(f"{path}: weights without a card ({path.with_suffix('.json').name}); cannot rebuild.")
+    net = build(entry, hparams, overrides, path)
+    load_weights(net, state, path, reinit_mismatched=bool(overrides))
+    net.eval()
+    net.zoo_card = card
+    return net
+
+
+def init_from(model: torch.nn.Module, source: str) -> None:
+    """Copy pretrained weights from ``source`` into ``model`` (strict; a differently shaped head is re-initialised)."""
+    _, path = resolve(source)
+    state, _ = read_weights(path)
+    load_weights(model, state, path, reinit_mismatched=True)
+
+
+# ----------------------------------------------------------------------------------------------- export / evaluate
+def _data_from_config(data_cfg: dict, **overrides: Any):
+    """Instantiate the DataModule a card or training config names; only classes of this package are allowed."""
+    class_path = data_cfg["class_path"]
+    module, _, name = class_path.rpartition(".")
+    if not module.startswith("datamodules"):
+        raise CheckpointError(f"Refusing DataModule {class_path!r}: only classes from the zoo's datamodules package.")
+    cls = getattr(importlib.import_module(module), name)
+    return cls(**{**data_cfg.get("init_args", {}), **overrides})
+
+
+def run_test(model, data_cfg: dict, accelerator: str = "auto", **data_overrides: Any) -> dict[str, float]:
+    import lightning as L
+
+    dm = _data_from_config(data_cfg, **data_overrides)
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
+    results = trainer.test(model, datamodule=dm)[0]  # prints the same table as `zoo test`
+    return {k: float(v) for k, v in results.items()}
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True)
+        return out.stdout.strip() or None
+    except OSError:
+        return None
+
+
+def export(ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True) -> Path:
+    """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a Lightning checkpoint and its run config."""
+    import yaml
+
+    ckpt = Path(ckpt)
+    config = Path(config) if config else ckpt.parent.parent / "config.yaml"
+    if not config.is_file():
+        raise CheckpointError(f"No training config at {config}; pass --config (LightningCLI writes config.yaml).")
+    train_cfg = yaml.safe_load(config.read_text())
+    net = load(ckpt)
+    data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
+    data_cfg["init_args"]["data_dir"] = None  # machine-specific; resolved from $ZOO_DATA_DIR when evaluated
+    dm = _data_from_config(data_cfg)
+    metrics = run_test(net, data_cfg) if test else {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = out_dir / f"{name}.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    hparams = {k: v for k, v in net.hparams.items() if not k.startswith("_")}
+    entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", hparams, ckpt)
+    card = {
+        "format": FORMAT,
+        "name": name,
+        "model": entry.name,
+        "hparams": hparams,
+        "weights": {"file": weights.name, "sha256": sha256(weights), "bytes": weights.stat().st_size, "url": None},
+        **(dm.card_info() if hasattr(dm, "card_info") else {}),
+        "data": data_cfg,
+        "metrics": metrics,
+        "metrics_command": f"zoo evaluate {name}",
+        "training_config": train_cfg,
+        "zoo_version": zoo.__version__,
+        "git_commit": _git_commit(),
+    }
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    return out_dir / f"{name}.json"
+
+
+def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None) -> list[tuple[str, float, float]]:
+    """Re-run the card's test and return (metric, card value, measured value) rows."""
+    net = load(source)
+    card = net.zoo_card
+    if card is None:
+        raise CheckpointError(f"{source}: no model card, so there is nothing to reproduce; use `zoo export` first.")
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    measured = run_test(net, card["data"], accelerator, **overrides)
+    return [(k, v, measured.get(k, float("nan"))) for k, v in card["metrics"].items()]
+
+
+def main(argv: list[str]) -> int:
+    """``zoo export`` and ``zoo evaluate``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="zoo")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="Lightning .ckpt -> safetensors + model card (metrics from a test run)")
+    ex.add_argument("ckpt", type=Path)
+    ex.add_argument("--name", required=True, help="checkpoint name, e.g. cifar_resnet_cifar10")
+    ex.add_argument("--out", type=Path, default=PUBLISHED_DIR, help="output folder (default: the zoo's own)")
+    ex.add_argument("--config", type=Path, help="training config (default: config.yaml of the run)")
+    ex.add_argument("--no-test", action="store_true", help="skip the test run (card without metrics)")
+    ev = sub.add_parser("evaluate", help="re-measure a checkpoint's card metrics on its dataset")
+    ev.add_argument("source")
+    ev.add_argument("--accelerator", default="auto")
+    ev.add_argument("--data-dir", help="dataset folder (default: $ZOO_DATA_DIR, else ./data)")
+    ev.add_argument("--tolerance", type=float, default=0.001, help="exit 1 if any metric differs by more")
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "export":
+            card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test)
+            print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+            print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
+            return 0
+        rows = evaluate(args.source, args.accelerator, args.data_dir)
+    except CheckpointError as err:
+        print(f"zoo: error: {err}")
+        return 2
+    print(f"{'metric':<20}{'card':>12}{'measured':>12}{'diff':>10}")
+    worst = 0.0
+    for k, card_v, got in rows:
+        worst = max(worst, abs(card_v - got)) if not math.isnan(got) else math.inf  # nan: metric not measured
+        print(f"{k:<20}{card_v:>12.4f}{got:>12.4f}{got - card_v:>+10.4f}")
+    return 0 if worst <= args.tolerance else 1

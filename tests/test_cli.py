@@ -1,0 +1,68 @@
+"""The `zoo` command end to end on tiny data in the real formats: fit, configs, DDP, bf16, list."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+TRAINER_PRESETS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
+
+
+def tiny_fit_args(data_dir, tmp_path, *extra):
+    return ["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", "--data.data_dir", str(data_dir),
+            "--data.val_size", "10", "--data.batch_size", "16", "--trainer.default_root_dir", str(tmp_path),
+            "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", *extra]
+
+
+def test_fast_dev_run_with_short_names(cifar_pickles, tmp_path):
+    assert main(tiny_fit_args(cifar_pickles, tmp_path, "--trainer.fast_dev_run", "true")) == 0
+
+
+@pytest.mark.parametrize("config", MODEL_CONFIGS, ids=lambda p: p.name)
+def test_every_model_config_parses(config, capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert done.value.code in (0, None)
+    assert "class_path" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("preset", TRAINER_PRESETS, ids=lambda p: p.name)
+def test_trainer_presets_stack_on_a_model_config(preset, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(ROOT / "configs" / "cifar_cnn.yaml"), "--config", str(preset), "--print_config"])
+    assert "precision" in capsys.readouterr().out
+
+
+def test_wrong_config_key_is_named(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model", "CifarCNN", "--model.dropot", "0.1", "--print_config"])
+    assert done.value.code != 0
+    assert "dropot" in capsys.readouterr().err
+
+
+def test_bf16_mixed_fit_on_cpu(cifar_folder, tmp_path):
+    assert main(tiny_fit_args(cifar_folder, tmp_path, "--trainer.fast_dev_run", "2",
+                              "--trainer.precision", "bf16-mixed")) == 0
+
+
+def test_ddp_two_processes_on_cpu(cifar_folder, tmp_path):
+    args = tiny_fit_args(cifar_folder, tmp_path, "--trainer.strategy", "ddp", "--trainer.devices", "2",
+                         "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--model", "CifarResNet",
+                         "--model.widths", "[8, 16, 16]")
+    run = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ckpts = list(tmp_path.glob("lightning_logs/version_*/checkpoints/*.ckpt"))
+    assert ckpts, "rank 0 saved no checkpoint"
+
+
+def test_zoo_list_shows_models():
+    run = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, timeout=120,
+                         env={"COLUMNS": "200", "PATH": ""})
+    assert run.returncode == 0, run.stderr
+    assert "cifar_resnet" in run.stdout and "CifarCNN" in run.stdout

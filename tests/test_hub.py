@@ -1,0 +1,167 @@
+"""The checkpoint format: export -> load round trip, URLs, init-from, and every kind of bad input."""
+
+import functools
+import http.server
+import json
+import threading
+
+import pytest
+import torch
+
+import zoo
+from zoo import hub
+from zoo.cli import main
+from zoo.hub import CheckpointError
+
+
+@pytest.fixture
+def run_ckpt(cifar_folder, tmp_path, monkeypatch):
+    """A Lightning checkpoint (and LightningCLI's config.yaml) from a 2-step fit of the classic CNN."""
+    monkeypatch.setenv("ZOO_DATA_DIR", str(cifar_folder))
+    root = tmp_path / "run"
+    assert main(["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", "--data.val_size", "10",
+                 "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
+                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0
+    (ckpt,) = root.glob("lightning_logs/version_0/checkpoints/*.ckpt")
+    return ckpt
+
+
+@pytest.fixture
+def exported(run_ckpt, tmp_path):
+    card = hub.export(run_ckpt, "tiny_cnn", tmp_path / "published")
+    return card
+
+
+def test_export_then_load_gives_identical_outputs(run_ckpt, exported):
+    card = json.loads(exported.read_text())
+    assert card["model"] == "cifar_cnn" and card["hparams"]["num_classes"] == 10
+    assert card["weights"]["sha256"] == hub.sha256(exported.with_suffix(".safetensors"))
+    assert 0.0 <= card["metrics"]["test/acc"] <= 1.0 and card["preprocessing"]["mean"] and card["licence"]
+    assert card["zoo_version"] == zoo.__version__ and card["training_config"]["model"]
+    x = torch.randn(3, 3, 32, 32)
+    from_ckpt, from_card = zoo.load(run_ckpt), zoo.load(exported)
+    assert not from_card.training
+    torch.testing.assert_close(from_card(x), from_ckpt(x), rtol=0, atol=0)
+    assert isinstance(zoo.model_entry("cifar_cnn").cls.from_pretrained(str(exported)), torch.nn.Module)
+
+
+def test_evaluate_reproduces_the_card(exported, capsys):
+    assert main(["evaluate", str(exported)]) == 0
+    out = capsys.readouterr().out
+    assert "test/acc" in out and "+0.0000" in out
+
+
+@pytest.fixture
+def server(exported):
+    folder = exported.parent
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}", folder
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_load_from_http_url_caches_verified_files(server, isolated_cache):
+    url, folder = server
+    model = zoo.load(f"{url}/tiny_cnn.json")
+    cached = sorted(p.name for p in (isolated_cache / "hub").rglob("*") if p.is_file())
+    assert cached == ["tiny_cnn.json", "tiny_cnn.safetensors"]
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model(x), zoo.load(folder / "tiny_cnn.json")(x))
+
+
+def test_corrupt_download_is_refused_and_not_cached(server, isolated_cache):
+    url, folder = server
+    weights = folder / "tiny_cnn.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8] + b"\0" * 8)
+    with pytest.raises(CheckpointError, match="sha256"):
+        zoo.load(f"{url}/tiny_cnn.json")
+    leftovers = [p.name for p in (isolated_cache / "hub").rglob("*.safetensors*")]
+    assert leftovers == [], "a corrupt or partial file was left in the cache"
+
+
+def test_file_url(exported):
+    assert zoo.load(exported.as_uri()).hparams.num_classes == 10
+
+
+def test_local_file_with_wrong_sha_is_refused(exported):
+    weights = exported.with_suffix(".safetensors")
+    weights.write_bytes(weights.read_bytes() + b" ")
+    with pytest.raises(CheckpointError, match=f"{weights.name}.*sha256"):
+        zoo.load(exported)
+
+
+def test_truncated_weights_are_named(exported, tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(exported.with_suffix(".safetensors").read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="bad.safetensors.*truncated"):
+        hub.read_weights(bad)
+    card = json.loads(exported.read_text())
+    card["weights"].update(file="bad.safetensors", sha256=hub.sha256(bad))
+    (tmp_path / "bad.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        zoo.load(tmp_path / "bad.json")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):  # unpickling this would create the marker file
+        return (open, (self.marker, "w"))
+
+
+def test_pickle_carrying_code_is_not_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {}, "x": _Payload(str(marker))}, evil)
+    with pytest.raises(CheckpointError, match="evil.ckpt.*weights_only"):
+        zoo.load(evil)
+    assert not marker.exists()
+
+
+def test_card_naming_an_unknown_model(exported):
+    card = json.loads(exported.read_text())
+    card["model"] = "os.system"
+    exported.write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="Unknown model 'os.system'"):
+        zoo.load(exported)
+
+
+def test_wrong_tensor_shapes_are_named(exported):
+    card = json.loads(exported.read_text())
+    card["hparams"]["num_classes"] = 5
+    exported.write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match=r"net.14.weight: checkpoint \(10, 500\) vs model \(5, 500\)"):
+        zoo.load(exported)
+
+
+def test_override_num_classes_reinitialises_only_the_head(exported):
+    base = zoo.load(exported)
+    with pytest.warns(UserWarning, match="re-initialising"):
+        five = zoo.load(exported, num_classes=5)
+    assert five.net[-1].out_features == 5
+    torch.testing.assert_close(five.net[0].weight, base.net[0].weight)
+
+
+def test_init_from_copies_weights_at_fit_setup(exported):
+    source = zoo.load(exported)
+    fresh = zoo.get_model("cifar_cnn", init_from=str(exported))
+    assert not torch.equal(fresh.net[0].weight, source.net[0].weight)
+    fresh.setup("fit")
+    torch.testing.assert_close(fresh.net[0].weight, source.net[0].weight)
+    assert "init_from" not in fresh.hparams  # a rebuilt checkpoint never re-fetches its starting point
+
+
+def test_unknown_source_lists_the_options(tmp_path):
+    with pytest.raises(CheckpointError, match="not a published name"):
+        zoo.load(tmp_path / "nothing.safetensors")
+
+
+def test_published_checkpoints_have_valid_cards():
+    for name, card in hub.published().items():
+        assert card["name"] == name and card["model"] in zoo.list_models()
+        assert (hub.PUBLISHED_DIR / card["weights"]["file"]).is_file() or card["weights"]["url"]
+        assert card["metrics"] and card["metrics_command"].startswith("zoo evaluate")

@@ -1,0 +1,265 @@
+"""DCGAN (Radford, Metz & Chintala, 2016) for small grey or colour images, and a Fréchet distance on any features.
+
+Usage:
+    model = zoo.get_model("dcgan")                   # or: zoo fit --config configs/dcgan_fashion_mnist.yaml
+    images = model.sample(64)                        # (64, 1, 32, 32) in [-1, 1]
+    fd = frechet_distance(features, real_batches, fake_batches)
+
+The paper's guidelines: strided (transposed) convolutions and no pooling; BatchNorm in both nets except the
+generator's output and the discriminator's input layer, with bias-free convs before it; ReLU in the generator with a
+Tanh output; LeakyReLU(0.2) in the discriminator; weights from N(0, 0.02); Adam at 2e-4 with beta1 = 0.5.
+Training alternates one discriminator and one generator step per batch (manual optimization: Lightning 2 has no
+``optimizer_idx``); losses are BCE-with-logits, so autocast (16-mixed, bf16-mixed) is safe.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from zoo import register_model
+
+
+def adam_dcgan(params, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
+    """The paper's optimizer: Adam, lr 2e-4, beta1 0.5."""
+    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999))
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
+    """BCE of D on real images (target ``real_label``, < 1 for one-sided label smoothing) plus fakes (target 0)."""
+    real_logits, fake_logits = real_logits.float(), fake_logits.float()
+    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
+            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The non-saturating generator loss: -log D(G(z)), as BCE against the 'real' label."""
+    fake_logits = fake_logits.float()
+    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) conv weights; BatchNorm scales N(1, 0.02) and zero shifts (the paper and pytorch/examples)."""
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
+        nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.BatchNorm2d):
+        nn.init.normal_(module.weight, 1.0, 0.02)
+        nn.init.zeros_(module.bias)
+
+
+def _num_doublings(image_size: int) -> int:
+    n = int(math.log2(image_size)) - 2
+    if image_size < 16 or 2 ** (n + 2) != image_size:
+        raise ValueError(f"DCGAN image_size must be a power of two >= 16 (e.g. 32, 64); got {image_size}.")
+    return n
+
+
+class Generator(nn.Module):
+    """z (B, latent_dim, 1, 1) -> images (B, C, S, S) in [-1, 1]: a 4x4 projection, then stride-2 transposed convs
+    halving the channels as they double the side (32 px: 256 -> 128 -> 64 -> C with width 64)."""
+
+    def __init__(self, latent_dim: int, width: int, channels: int, image_size: int):
+        super().__init__()
+        n = _num_doublings(image_size)
+        c = width * 2 ** (n - 1)
+        layers = [nn.ConvTranspose2d(latent_dim, c, 4, 1, 0, bias=False), nn.BatchNorm2d(c), nn.ReLU(True)]  # (B,c,4,4)
+        for _ in range(n - 1):
+            layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c // 2), nn.ReLU(True)]
+            c //= 2
+        layers += [nn.ConvTranspose2d(c, channels, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class Discriminator(nn.Module):
+    """Images (B, C, S, S) -> logits (B,): stride-2 convs doubling the channels (no BatchNorm on the first), then a
+    4x4 valid conv to one logit."""
+
+    def __init__(self, width: int, channels: int, image_size: int):
+        super().__init__()
+        n = _num_doublings(image_size)
+        layers, c = [nn.Conv2d(channels, width, 4, 2, 1), nn.LeakyReLU(0.2, True)], width
+        for _ in range(n - 1):
+            layers += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(c * 2), nn.LeakyReLU(0.2, True)]
+            c *= 2
+        layers.append(nn.Conv2d(c, 1, 4, 1, 0))  # (B, 1, 1, 1)
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten()
+
+
+# ------------------------------------------------------------------------------------------------ Fréchet distance
+class PenultimateFeatures(nn.Module):
+    """Wrap a classifier: its output becomes the input of its last ``nn.Linear`` (the penultimate features).
+
+    Images go to ``classifier`` unchanged, so feed them as it was trained (same range, size and normalisation).
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise ValueError("PenultimateFeatures needs a classifier ending in an nn.Linear.")
+        self.classifier, self.head = classifier.eval(), linears[-1]
+        self.num_features = self.head.in_features  # read by torchmetrics instead of a dummy forward pass
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        captured = []
+        handle = self.head.register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
+        try:
+            self.classifier(x)
+        finally:
+            handle.remove()
+        return captured[0].flatten(1).float()  # (B, num_features)
+
+
+def frechet_metric(features: nn.Module) -> FrechetInceptionDistance:
+    """torchmetrics' FID machinery on any feature extractor (an nn.Module, images -> (B, D), with ``num_features``)."""
+    return FrechetInceptionDistance(feature=features, reset_real_features=True)
+
+
+@torch.no_grad()
+def frechet_distance(features: nn.Module, real: Iterable[torch.Tensor], fake: Iterable[torch.Tensor]) -> float:
+    """Fréchet distance between Gaussians fitted to ``features`` of two image streams (batches (B, C, H, W)).
+
+    With Inception-v3 pool features this is FID; here any extractor works, e.g. ``PenultimateFeatures(classifier)``.
+    Its value depends on the sample sizes: compare numbers only at equal sizes (e.g. against the real-vs-real floor).
+    """
+    metric = frechet_metric(features)
+    for x in real:
+        metric.update(x, real=True)
+    for x in fake:
+        metric.update(x, real=False)
+    return float(metric.compute())
+
+
+# ------------------------------------------------------------------------------------------------------- model
+@register_model("dcgan", description="DCGAN (Radford et al. 2016) for 32/64-px images, manual optimization")
+class DCGAN(L.LightningModule):
+    """DCGAN with the paper's architecture, initialisation and optimizer; images in [-1, 1].
+
+    Batches are ``(images, labels)`` or images (B, channels, image_size, image_size) in [-1, 1].
+
+    Args:
+        latent_dim: size of z.
+        gen_width: channels of the generator's last hidden layer (doubled at each coarser scale).
+        disc_width: channels of the discriminator's first layer (doubled at each coarser scale).
+        channels: image channels.
+        image_size: image side in pixels; a power of two >= 16.
+        real_label: D's target for real images (< 1: one-sided label smoothing; the paper uses 1).
+        generator_optimizer: called with the generator's parameters.
+        discriminator_optimizer: called with the discriminator's parameters.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 100,
+        gen_width: int = 64,
+        disc_width: int = 64,
+        channels: int = 1,
+        image_size: int = 32,
+        real_label: float = 1.0,
+        generator_optimizer: OptimizerCallable = adam_dcgan,
+        discriminator_optimizer: OptimizerCallable = adam_dcgan,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["generator_optimizer", "discriminator_optimizer"])
+        self.automatic_optimization = False
+        self.g_optimizer_factory, self.d_optimizer_factory = generator_optimizer, discriminator_optimizer
+        self.generator = Generator(latent_dim, gen_width, channels, image_size)
+        self.discriminator = Discriminator(disc_width, channels, image_size)
+        self.generator.apply(dcgan_init)
+        self.discriminator.apply(dcgan_init)
+        self.latent_shape = (latent_dim, 1, 1)  # for the ImageGrid callback's fixed noise
+        self._features: nn.Module | None = None  # set by attach_features(); kept out of the state dict
+        self._fd: dict[str, FrechetInceptionDistance] = {}
+
+    # ----------------------------------------------------------------------------------------------- inference
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_dim[, 1, 1]) -> images (B, C, S, S) in [-1, 1]."""
+        return self.generator(z.view(len(z), -1, 1, 1))
+
+    @torch.no_grad()
+    def sample(self, n: int) -> torch.Tensor:
+        return self(torch.randn(n, self.hparams.latent_dim, 1, 1, device=self.device))
+
+    def image_grids(self, noise: torch.Tensor | None, batch) -> dict[str, torch.Tensor]:
+        """For the ImageGrid callback: the generator's images of the fixed noise, mapped to [0, 1]."""
+        z = noise if noise is not None else torch.randn(64, *self.latent_shape, device=self.device)
+        return {"samples": (self(z) + 1) / 2}
+
+    # -------------------------------------------------------------------------------------------------- training
+    def training_step(self, batch, batch_idx: int) -> None:
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        opt_g, opt_d = self.optimizers()
+        z = torch.randn(len(real), self.hparams.latent_dim, 1, 1, device=real.device, dtype=real.dtype)
+        fake = self.generator(z)
+
+        # Discriminator step. `fake` is not detached: under DDP (find_unused_parameters=False) every backward must
+        # reach every parameter, or the reducer waits for gradients that never come. The generator's gradients from
+        # this loss are discarded (opt_g.zero_grad below) and its graph is kept for the generator step.
+        loss_d = discriminator_loss(self.discriminator(real), self.discriminator(fake), self.hparams.real_label)
+        opt_d.zero_grad(set_to_none=True)
+        self.manual_backward(loss_d, retain_graph=True)
+        opt_d.step()
+
+        # Generator step against the updated discriminator (non-saturating loss); D's gradients here are discarded.
+        fake_logits = self.discriminator(fake)
+        loss_g = generator_loss(fake_logits)
+        opt_g.zero_grad(set_to_none=True)
+        self.manual_backward(loss_g)
+        opt_g.step()
+
+        self.log_dict({"train/loss_d": loss_d, "train/loss_g": loss_g}, prog_bar=True)
+        self.log("train/d_fake_prob", torch.sigmoid(fake_logits.detach().float()).mean())
+
+    def configure_optimizers(self):
+        return [self.g_optimizer_factory(self.generator.parameters()),
+                self.d_optimizer_factory(self.discriminator.parameters())]
+
+    # ------------------------------------------------------------------------------------------------ evaluation
+    def attach_features(self, features: nn.Module) -> None:
+        """Use ``features`` (images in the model's [-1, 1] range -> (B, D), with ``num_features``) for the Fréchet
+        distances of ``trainer.test``; e.g. ``PenultimateFeatures(classifier trained on the same data module)``."""
+        # object.__setattr__ bypasses nn.Module's registration: the extractor is not saved with the GAN.
+        object.__setattr__(self, "_features", features.eval().requires_grad_(False))
+
+    def on_test_start(self) -> None:
+        if self._features is not None:
+            features = self._features.to(self.device)
+            self._fd = {k: frechet_metric(features).to(self.device) for k in ("model", "floor")}
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        """D's mean output on real and generated test-size batches; with features attached, two Fréchet distances
+        at equal sizes: even test batches (reference) vs as many generated images (``test/frechet_distance``), and
+        vs the odd test batches (``test/frechet_distance_floor``, the real-vs-real floor)."""
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        fake = self.sample(len(real))
+        self.log("test/d_real_prob", torch.sigmoid(self.discriminator(real).float()).mean(), sync_dist=True)
+        self.log("test/d_fake_prob", torch.sigmoid(self.discriminator(fake).float()).mean(), sync_dist=True)
+        if not self._fd:
+            return
+        if batch_idx % 2 == 0:
+            self._fd["model"].update(real, real=True)
+            self._fd["floor"].update(real, real=True)
+        else:
+            self._fd["model"].update(fake, real=False)
+            self._fd["floor"].update(real, real=False)
+
+    def on_test_epoch_end(self) -> None:
+        if self._fd:
+            self.log("test/frechet_distance", self._fd["model"].compute())
+            self.log("test/frechet_distance_floor", self._fd["floor"].compute())
+            self._fd = {}

@@ -1,0 +1,222 @@
+"""A convolutional (β-)VAE for MNIST-sized images, with a plain or denoising autoencoder as options.
+
+Usage:
+    model = zoo.get_model("vae")                     # or: zoo fit --config configs/vae_mnist.yaml
+    images = model.sample(16)                        # (16, 1, 28, 28), Bernoulli means in [0, 1]
+    recon = model.reconstruct(x)                     # x in [0, 1], (B, 1, 28, 28)
+    path = model.interpolate(x[0], x[1], steps=8)    # decoded along the line between the two latent means
+
+The likelihood is a Bernoulli per pixel: exact for binarised MNIST, and the usual cross-entropy surrogate for
+grey-level images in [0, 1] (as in Kingma & Welling's and pytorch/examples' MNIST VAEs). The loss is the negative
+evidence lower bound, in nats per image, -ELBO = E_q[-log p(x|z)] + KL(q(z|x) || N(0, I)), also reported in bits per
+dimension (nats / (pixels * ln 2)).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from zoo import register_model
+
+
+def adam(params, lr: float = 1e-3) -> torch.optim.Adam:
+    """Default optimizer: Adam at 1e-3."""
+    return torch.optim.Adam(params, lr=lr)
+
+
+def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x | logits) in nats per image (B,), summed over pixels; x in [0, 1]."""
+    return F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none").flatten(1).sum(1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) in nats per image (B,)."""
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+
+
+def negative_elbo(logits, x, mu, logvar, beta: float = 1.0) -> dict[str, torch.Tensor]:
+    """Batch means of the reconstruction NLL, the KL, the true -ELBO (β = 1) and the β-weighted training loss."""
+    recon, kl = bernoulli_nll(logits, x).mean(), gaussian_kl(mu, logvar).mean()
+    return {"recon": recon, "kl": kl, "nelbo": recon + kl, "loss": recon + beta * kl}
+
+
+def bits_per_dim(nats_per_image: torch.Tensor, num_pixels: int) -> torch.Tensor:
+    return nats_per_image / (num_pixels * math.log(2))
+
+
+class Encoder(nn.Module):
+    """(B, C, S, S) -> (B, 2 * latent_dim): strided 4x4 convs halving the side each time, then two linear layers."""
+
+    def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int):
+        super().__init__()
+        layers, c = [], channels
+        for w in widths:
+            layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+            c = w
+        side = image_size // 2 ** len(widths)  # 28 -> 14 -> 7
+        self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * side * side, hidden), nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, 2 * latent_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """(B, latent_dim) -> logits (B, C, S, S): the encoder mirrored with 4x4 stride-2 transposed convs."""
+
+    def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int):
+        super().__init__()
+        self.side, self.width = image_size // 2 ** len(widths), widths[-1]
+        self.fc = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True),
+                                nn.Linear(hidden, self.width * self.side**2), nn.ReLU(inplace=True))
+        layers, chans = [], [*reversed(widths), channels]
+        for i, (a, b) in enumerate(itertools.pairwise(chans)):
+            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+            if i < len(chans) - 2:
+                layers.append(nn.ReLU(inplace=True))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(-1, self.width, self.side, self.side)  # (B, 64, 7, 7)
+        return self.net(h)
+
+
+@register_model("vae", description="Convolutional β-VAE (or plain/denoising autoencoder), Bernoulli likelihood")
+class VAE(L.LightningModule):
+    """Convolutional VAE; ``beta`` != 1 gives a β-VAE, ``kind="ae"`` a plain autoencoder, ``noise_std`` > 0 a
+    denoising one (the encoder sees x + N(0, noise_std²), clipped to [0, 1]; the loss scores the clean x).
+
+    Inputs are images in [0, 1] (B, channels, image_size, image_size); batches ``(images, labels)`` or images.
+
+    Args:
+        latent_dim: size of z.
+        widths: channels of the strided conv layers (each halves the side; image_size must divide by 2**len).
+        hidden: width of the linear layer between the convs and z.
+        beta: weight of the KL term in the training loss (reported -ELBO always uses 1).
+        kind: "vae" (stochastic z, -ELBO) or "ae" (z = mean, reconstruction NLL only).
+        noise_std: std of the Gaussian input corruption during training (denoising); 0 disables it.
+        channels: image channels.
+        image_size: image side in pixels.
+        optimizer: called with the parameters.
+    """
+
+    def __init__(
+        self,
+        latent_dim: int = 32,
+        widths: list[int] = [32, 64],  # noqa: B006 - read-only; jsonargparse needs a literal default
+        hidden: int = 512,
+        beta: float = 1.0,
+        kind: Literal["vae", "ae"] = "vae",
+        noise_std: float = 0.0,
+        channels: int = 1,
+        image_size: int = 28,
+        optimizer: OptimizerCallable = adam,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["optimizer"])
+        if image_size % 2 ** len(widths):
+            raise ValueError(f"image_size {image_size} must be divisible by 2**len(widths) = {2 ** len(widths)}.")
+        self.optimizer_factory = optimizer
+        self.encoder = Encoder(channels, image_size, list(widths), hidden, latent_dim)
+        self.decoder = Decoder(channels, image_size, list(widths), hidden, latent_dim)
+        self.latent_shape = (latent_dim,)  # for the ImageGrid callback's fixed noise
+        self.num_pixels = channels * image_size * image_size
+
+    # ----------------------------------------------------------------------------------------------- inference
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images (B, C, S, S) in [0, 1] -> posterior mean and log-variance, each (B, latent_dim)."""
+        mu, logvar = self.encoder(x).chunk(2, dim=1)
+        return mu, logvar.clamp(-30, 20)  # keeps exp(logvar) finite in fp16/bf16
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents (B, latent_dim) -> Bernoulli logits (B, C, S, S)."""
+        return self.decoder(z)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction (Bernoulli means in [0, 1]) from the posterior mean."""
+        return self.reconstruct(x)
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decode(self.encode(x)[0]))
+
+    @torch.no_grad()
+    def sample(self, n: int, z: torch.Tensor | None = None) -> torch.Tensor:
+        """``n`` images (Bernoulli means) decoded from z ~ N(0, I), or from the given ``z`` (n, latent_dim)."""
+        z = torch.randn(n, self.hparams.latent_dim, device=self.device) if z is None else z.to(self.device)
+        return torch.sigmoid(self.decode(z))
+
+    @torch.no_grad()
+    def interpolate(self, x_a: torch.Tensor, x_b: torch.Tensor, steps: int = 8) -> torch.Tensor:
+        """Decode ``steps`` points on the line between the posterior means of images x_a and x_b (C, S, S)."""
+        mu, _ = self.encode(torch.stack([x_a, x_b]).to(self.device))
+        t = torch.linspace(0, 1, steps, device=self.device).unsqueeze(1)
+        return torch.sigmoid(self.decode((1 - t) * mu[0] + t * mu[1]))  # (steps, C, S, S)
+
+    def image_grids(self, noise: torch.Tensor | None, batch) -> dict[str, torch.Tensor]:
+        """For the ImageGrid callback: samples from the fixed noise; inputs and reconstructions, row by row."""
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        row = min(8, len(x))  # alternate rows: `row` inputs, their reconstructions, the next inputs, ...
+        x = x[: len(x) // row * row]
+        recon = self.reconstruct(x)
+        pairs = torch.stack([x.view(-1, row, *x.shape[1:]), recon.view(-1, row, *x.shape[1:])], 1)
+        grids = {"reconstructions": pairs.flatten(0, 2)}  # (2 * len(x), C, S, S)
+        if noise is not None and self.hparams.kind == "vae":
+            grids["samples"] = self.sample(len(noise), noise)
+        return grids
+
+    # -------------------------------------------------------------------------------------------------- training
+    def losses(self, x: torch.Tensor, corrupt: bool = False) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch x in [0, 1]; z is sampled (reparameterised) for a VAE, the mean for an AE."""
+        inp = (x + self.hparams.noise_std * torch.randn_like(x)).clamp(0, 1) if corrupt else x
+        mu, logvar = self.encode(inp)
+        if self.hparams.kind == "ae":
+            recon = bernoulli_nll(self.decode(mu), x).mean()
+            return {"recon": recon, "loss": recon}
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return negative_elbo(self.decode(z), x, mu, logvar, self.hparams.beta)
+
+    @staticmethod
+    def _images(batch) -> torch.Tensor:
+        return batch[0] if isinstance(batch, (list, tuple)) else batch
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        out = self.losses(self._images(batch), corrupt=self.hparams.noise_std > 0)
+        self.log("train/loss", out["loss"], prog_bar=True)
+        for k in ("recon", "kl"):
+            if k in out:
+                self.log(f"train/{k}", out[k])
+        return out["loss"]
+
+    def _evaluate(self, batch, stage: str) -> None:
+        x = self._images(batch)
+        out = self.losses(x)
+        n = len(x)
+        self.log(f"{stage}/recon", out["recon"], sync_dist=True, batch_size=n)
+        if "nelbo" in out:  # a VAE's headline: -ELBO in nats per image, one z sample per image
+            self.log(f"{stage}/nelbo", out["nelbo"], prog_bar=True, sync_dist=True, batch_size=n)
+            self.log(f"{stage}/kl", out["kl"], sync_dist=True, batch_size=n)
+            self.log(f"{stage}/bits_per_dim", bits_per_dim(out["nelbo"], self.num_pixels), sync_dist=True,
+                     batch_size=n)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
+        """Reconstructions (B, C, S, S) in [0, 1]."""
+        return self.reconstruct(self._images(batch))
+
+    def configure_optimizers(self):
+        return self.optimizer_factory(self.parameters())
