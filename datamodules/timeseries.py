@@ -103,6 +103,18 @@ class TimeSeriesDataModule(L.LightningDataModule):
         for name, (first, end) in bounds.items():
             self.datasets[name] = TensorDataset(*windows(series, h.window, h.horizon, first, end or len(series)))
 
+    def card_info(self) -> dict:
+        """What a model card records about this data: the series, the splits and the input scaling."""
+        h = self.hparams
+        return {
+            "dataset": f"{Path(h.path).name} (column {h.column!r})",
+            "train_split": f"all but the last {h.val_size + h.test_size} values",
+            "test_split": f"the last {h.test_size} values, one-step-ahead forecasts from {h.window}-value windows",
+            "licence": "Box-Jenkins airline passengers (Series G): public domain" if "airline" in h.path else None,
+            "preprocessing": {"input": f"the last {h.window} raw values; the model standardises them with its "
+                              "loc/scale buffers (training mean/std) and returns values in the series' units"},
+        }
+
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader | list:
         data = self.datasets[split]
         if len(data) == 0:
