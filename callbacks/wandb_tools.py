@@ -128,10 +128,11 @@ class WandbRun(L.Callback):
         logger = wandb_logger(trainer)
         if not (self.log_model and logger is not None and trainer.is_global_zero and trainer.checkpoint_callback):
             return
-        cb = trainer.checkpoint_callback
-        ckpt = cb.last_model_path or cb.best_model_path
-        if ckpt and Path(ckpt).is_file():
-            self.log_artifact(trainer, logger, Path(ckpt))
+        # The newest file any checkpoint callback wrote: the end of training, whichever callback saved it.
+        paths = [Path(p) for cb in trainer.checkpoint_callbacks for p in (cb.last_model_path, cb.best_model_path) if p]
+        paths = [p for p in paths if p.is_file()]
+        if paths:
+            self.log_artifact(trainer, logger, max(paths, key=lambda p: p.stat().st_mtime_ns))
 
     @rank_zero_only
     def log_artifact(self, trainer: L.Trainer, logger: WandbLogger, ckpt: Path) -> None:

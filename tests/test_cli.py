@@ -66,3 +66,16 @@ def test_zoo_list_shows_models():
                          env={"COLUMNS": "200", "PATH": ""})
     assert run.returncode == 0, run.stderr
     assert "cifar_resnet" in run.stdout and "CifarCNN" in run.stdout
+
+
+def test_config_keeps_the_latest_epoch_for_resuming(cifar_folder, tmp_path):
+    """Lightning's save_last only follows improvements; the configs also keep every epoch's state, so a killed run
+    resumes from where it stopped, not from its best epoch."""
+    import torch
+
+    assert main(["fit", "--config", str(ROOT / "configs" / "cifar_cnn.yaml"), "--data.data_dir", str(cifar_folder),
+                 "--data.val_size", "10", "--data.batch_size", "16", "--trainer.max_epochs", "3",
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
+                 "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.0"]) == 0  # lr 0: val never improves
+    (last,) = tmp_path.rglob("last.ckpt")
+    assert torch.load(last, weights_only=True)["epoch"] == 2
