@@ -146,6 +146,34 @@ def keep_batch(batch):
     return batch
 
 
+class TensorSplitLoaders:
+    """DataLoaders over ``self.datasets`` (``TensorBatches`` per split), for DataModules whose hparams have
+    ``batch_size``, ``num_workers`` and ``val_size``; predict runs on the test split."""
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.hparams.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle,
+            collate_fn=keep_batch,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader("val") if self.hparams.val_size > 0 else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
 def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Per-image random translation by up to ``padding`` pixels (reflect padding), batch-wise. x: (B, C, H, W)."""
     if padding <= 0:
@@ -186,7 +214,7 @@ def cutout(x: torch.Tensor, size: int) -> torch.Tensor:
     return x.masked_fill(inside.unsqueeze(1), 0)
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
     """CIFAR-10 with a held-out validation split, a uint8 in-memory cache and batch-wise augmentation on the device.
 
     Args:
@@ -276,29 +304,6 @@ class CIFAR10DataModule(L.LightningDataModule):
                 "std": list(STD),
             },
         }
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            collate_fn=keep_batch,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val") if self.hparams.val_size > 0 else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Augment (training only) and normalise on whatever device the batch now lives on."""

@@ -22,9 +22,8 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
-from datamodules.cifar import TensorBatches, keep_batch
+from datamodules.cifar import TensorBatches, TensorSplitLoaders
 from datamodules.common import cache_dir, resolve_data_dir
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -93,7 +92,7 @@ def to_range(x: torch.Tensor, image_size: int, resize: str, value_range: str, bi
     return x * 2 - 1 if value_range == "-1,1" else x
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
     """MNIST digits (torchvision's format) with a held-out validation split, optional resize and value range.
 
     Batches are ``(images, labels)``: images float (B, 1, image_size, image_size), labels int64 (B,).
@@ -176,29 +175,6 @@ class MNISTDataModule(L.LightningDataModule):
             "val": TensorBatches(train.data[val_idx], train.targets[val_idx]),
             "test": TensorBatches(test.data, test.targets),
         }
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            collate_fn=keep_batch,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val") if self.hparams.val_size > 0 else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Scale (and resize, binarise) on whatever device the batch now lives on."""
