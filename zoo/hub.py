@@ -277,8 +277,11 @@ def _git_commit() -> str | None:
         return None
 
 
-def export(ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True) -> Path:
-    """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a Lightning checkpoint and its run config."""
+def export(
+    ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True, licence: str | None = None
+) -> Path:
+    """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a Lightning checkpoint and its run config.
+    ``licence`` states the training data's licence when the DataModule cannot (e.g. an arbitrary image folder)."""
     import yaml
 
     ckpt = Path(ckpt)
@@ -303,6 +306,8 @@ def export(ckpt: Path, name: str, out_dir: Path, config: Path | None = None, tes
         "hparams": hparams,
         "weights": {"file": weights.name, "sha256": sha256(weights), "bytes": weights.stat().st_size, "url": None},
         **(dm.card_info() if hasattr(dm, "card_info") else {}),
+        **({"licence": licence} if licence else {}),
+        **({"preprocessing": dict(net.data_config)} if hasattr(net, "data_config") else {}),
         "data": data_cfg,
         "metrics": metrics,
         "metrics_command": f"zoo evaluate {name}",
@@ -337,6 +342,7 @@ def main(argv: list[str]) -> int:
     ex.add_argument("--out", type=Path, default=PUBLISHED_DIR, help="output folder (default: the zoo's own)")
     ex.add_argument("--config", type=Path, help="training config (default: config.yaml of the run)")
     ex.add_argument("--no-test", action="store_true", help="skip the test run (card without metrics)")
+    ex.add_argument("--licence", help="licence of the training data, for the card")
     ev = sub.add_parser("evaluate", help="re-measure a checkpoint's card metrics on its dataset")
     ev.add_argument("source")
     ev.add_argument("--accelerator", default="auto")
@@ -345,7 +351,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         if args.cmd == "export":
-            card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test)
+            card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test, licence=args.licence)
             print(f"wrote {card} and {card.with_suffix('.safetensors')}")
             print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
             return 0
