@@ -260,10 +260,10 @@ def _data_from_config(data_cfg: dict, **overrides: Any):
     return cls(**{**data_cfg.get("init_args", {}), **overrides})
 
 
-def run_test(model, data_cfg: dict, accelerator: str = "auto", **data_overrides: Any) -> dict[str, float]:
+def run_test(model, dm, accelerator: str = "auto") -> dict[str, float]:
+    """``trainer.test`` of ``model`` on the DataModule ``dm``; the logged test metrics as floats."""
     import lightning as L
 
-    dm = _data_from_config(data_cfg, **data_overrides)
     trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False)
     results = trainer.test(model, datamodule=dm)[0]  # prints the same table as `zoo test`
     return {k: float(v) for k, v in results.items()}
@@ -293,7 +293,7 @@ def export(
     data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
     data_cfg["init_args"]["data_dir"] = None  # machine-specific; resolved from $ZOO_DATA_DIR when evaluated
     dm = _data_from_config(data_cfg)
-    metrics = run_test(net, data_cfg) if test else {}
+    metrics = run_test(net, dm) if test else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
@@ -326,7 +326,7 @@ def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None
     if card is None:
         raise CheckpointError(f"{source}: no model card, so there is nothing to reproduce; use `zoo export` first.")
     overrides = {"data_dir": data_dir} if data_dir else {}
-    measured = run_test(net, card["data"], accelerator, **overrides)
+    measured = run_test(net, _data_from_config(card["data"], **overrides), accelerator)
     return [(k, v, measured.get(k, float("nan"))) for k, v in card["metrics"].items()]
 
 
