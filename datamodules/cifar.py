@@ -17,6 +17,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -223,7 +224,9 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         val_size: images held out of the training split for validation (fixed ``seed``); 0 disables validation.
         seed: seed of the train/val split.
         crop_padding: random-translation range in pixels (reflect padding); 0 disables it.
-        flip: random horizontal flips.
+        flip: horizontal flips: True flips each image at random every epoch; "alternate" flips a fixed random half
+            of the training images and then all of them on every other epoch, so each image is seen both ways every
+            two epochs (airbench's alternating flip, worth about one epoch of training there); False: none.
         cutout: side of the cutout square in pixels; 0 disables it.
         num_workers: DataLoader workers; batches are slices of an in-memory tensor, so 0 is usually fastest.
         download: fetch torchvision's copy in ``prepare_data`` when none is found.
@@ -236,7 +239,7 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         val_size: int = 5000,
         seed: int = 0,
         crop_padding: int = 4,
-        flip: bool = True,
+        flip: bool | Literal["alternate"] = True,
         cutout: int = 0,
         num_workers: int = 0,
         download: bool = True,
@@ -282,8 +285,12 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         train_x, train_y = to_tensor(arrays["train_x"]), torch.from_numpy(arrays["train_y"])
         order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.hparams.seed))
         val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        train_images = train_x[train_idx]
+        if self.hparams.flip == "alternate":  # the fixed half that starts mirrored
+            mirrored = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(self.hparams.seed + 1)) < 0.5
+            train_images[mirrored] = train_images[mirrored].flip(3)
         self.datasets = {
-            "train": TensorBatches(train_x[train_idx], train_y[train_idx]),
+            "train": TensorBatches(train_images, train_y[train_idx]),
             "val": TensorBatches(train_x[val_idx], train_y[val_idx]),
             "test": TensorBatches(to_tensor(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
         }
@@ -312,7 +319,10 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         x, y = batch
         if self.trainer is not None and self.trainer.training:
             x = random_crop(x, self.hparams.crop_padding)
-            if self.hparams.flip:
+            if self.hparams.flip == "alternate":
+                if self.trainer.current_epoch % 2 == 1:
+                    x = x.flip(3)
+            elif self.hparams.flip:
                 x = random_flip(x)
             if self.hparams.cutout > 0:
                 x = cutout(x, self.hparams.cutout)

@@ -37,7 +37,8 @@ def tiny_data(folder, batch_size=7):
     return CIFAR10DataModule(data_dir=str(folder), batch_size=batch_size, val_size=10)
 
 
-def tiny_resnet(**kwargs):  # BatchNorm inside, a constant learning rate
+def tiny_resnet(**kwargs):  # BatchNorm inside, a constant learning rate, plain SGD (no Lookahead)
+    kwargs = {"lookahead": False, **kwargs}
     return zoo.get_model("cifar_resnet", widths=(8, 16, 16), schedule="constant", warmup=0.0, tta=0, **kwargs)
 
 

@@ -104,3 +104,21 @@ def test_real_cifar10_from_shared_data():
     assert torch.bincount(dm.datasets["test"].labels).tolist() == [1000] * 10
     # The folder's first test image of each class is the official test_batch order (see the data README).
     assert dm.datasets["test"].images.shape == (10000, 3, 32, 32)
+
+
+def test_alternating_flip_mirrors_a_fixed_half_then_everything_on_odd_epochs(cifar_folder):
+    from types import SimpleNamespace
+
+    plain = CIFAR10DataModule(data_dir=str(cifar_folder), val_size=10, flip=False, download=False)
+    alt = CIFAR10DataModule(data_dir=str(cifar_folder), val_size=10, flip="alternate", crop_padding=0, download=False)
+    plain.setup(), alt.setup()
+    a, b = plain.datasets["train"].images, alt.datasets["train"].images
+    mirrored = torch.tensor([not torch.equal(x, y) for x, y in zip(a, b)])
+    assert all(torch.equal(y, x.flip(-1)) for x, y in zip(a[mirrored], b[mirrored]))
+    assert 0 < mirrored.sum() < len(a)  # a random part, not none or all
+    batch = (b[:6], alt.datasets["train"].labels[:6])
+    seen = []
+    for epoch in (0, 1):
+        alt.trainer = SimpleNamespace(training=True, current_epoch=epoch)
+        seen.append(alt.on_after_batch_transfer(batch, 0)[0])
+    assert torch.equal(seen[1], seen[0].flip(-1))  # every image is seen both ways within two epochs

@@ -70,6 +70,7 @@ class SpeedrunNet(nn.Module):
         super().__init__()
         self.whiten = nn.Conv2d(3, 24, kernel_size=2, bias=True)  # weights set from data by init_whitening
         self.whiten.weight.requires_grad_(False)
+        nn.init.zeros_(self.whiten.bias)
         self.register_buffer("whitened", torch.tensor(False))
         chans = [24, *widths]
         self.groups = nn.Sequential(
@@ -143,6 +144,10 @@ class CifarResNet(ImageClassifier):
             already start as identities).
         logit_scale: constant scale on the logits.
         whiten_bias_epochs: epochs during which the whitening conv's bias is trained; frozen afterwards.
+        bn_bias_decay: decay the BatchNorm biases at the same per-step rate as the other weights (their weight decay
+            divided by ``no_decay_lr_scale``, as airbench does) instead of not at all.
+        lookahead: airbench's Lookahead: every 5 steps the weights move to an exponential average of themselves whose
+            decay grows as ``0.95**5 * progress**3``; training ends on the averaged weights.
         (the rest: see ImageClassifier)
     """
 
@@ -154,6 +159,8 @@ class CifarResNet(ImageClassifier):
         residual: bool = False,
         logit_scale: float = 1 / 9,
         whiten_bias_epochs: int = 3,
+        bn_bias_decay: bool = True,
+        lookahead: bool = True,
         label_smoothing: float = 0.2,
         tta: int = 2,
         channels_last: bool = False,
@@ -171,9 +178,45 @@ class CifarResNet(ImageClassifier):
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
         self.net = SpeedrunNet(list(widths), num_classes, bn_momentum, residual, logit_scale)
         self.example_input_array = torch.zeros(2, 3, 32, 32)
+        self._slow: dict[str, torch.Tensor] | None = None  # Lookahead's averaged weights (kept out of state_dict)
+
+    def parameter_groups(self) -> list[dict]:
+        groups = super().parameter_groups()
+        if self.hparams.bn_bias_decay:
+            for group in groups:
+                if "lr_scale" in group:  # the BN biases: decay / lr_scale per unit of LR, as in airbench
+                    group.pop("weight_decay", None)
+                    group["wd_scale"] = 1.0 / group["lr_scale"]
+        return groups
 
     def on_train_epoch_start(self) -> None:
         self.net.whiten.bias.requires_grad_(self.current_epoch < self.hparams.whiten_bias_epochs)
+
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if not self.hparams.lookahead:
+            return
+        state = {k: v for k, v in self.net.state_dict().items() if v.is_floating_point()}
+        if self._slow is None:
+            self._slow = {k: v.detach().clone() for k, v in state.items()}
+        step, total = self.global_step, self.trainer.estimated_stepping_batches
+        if step % 5 == 0 or step >= total:
+            decay = 1.0 if step >= total else 0.95**5 * (step / total) ** 3
+            for k, v in state.items():
+                self._slow[k].lerp_(v, 1 - decay)
+                v.copy_(self._slow[k])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if self._slow is not None:  # a resumed run continues the same average
+            checkpoint["lookahead"] = {k: v.detach().cpu() for k, v in self._slow.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "lookahead" in checkpoint:
+            self._slow = dict(checkpoint["lookahead"])
+
+    def on_train_start(self) -> None:
+        if self._slow is not None:  # restored from a checkpoint on the CPU
+            self._slow = {k: v.to(self.device) for k, v in self._slow.items()}
 
     def on_train_batch_start(self, batch, batch_idx: int) -> None:
         # Data-dependent init from the first training batch; rank 0's filters are shared so DDP replicas agree.

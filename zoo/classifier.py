@@ -182,7 +182,8 @@ class ImageClassifier(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         """Normalisation-layer parameters without weight decay (and at ``no_decay_lr_scale``); the rest with it.
-        A group's optional ``lr_scale`` multiplies the optimizer's learning rate for that group."""
+        A group's optional ``lr_scale`` multiplies the optimizer's learning rate for that group, and its optional
+        ``wd_scale`` the optimizer's weight decay."""
         norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
         norm_ids = {id(p) for m in self.modules() if isinstance(m, norm_types) for p in m.parameters()}
         decay, no_decay = [], []
@@ -195,8 +196,10 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameter_groups())
-        for group in optimizer.param_groups:  # a group may ask for a multiple of the optimizer's learning rate
+        for group in optimizer.param_groups:  # a group may ask for a multiple of the optimizer's LR or decay
             group["lr"] *= group.get("lr_scale", 1.0)
+            if "weight_decay" in group:
+                group["weight_decay"] *= group.get("wd_scale", 1.0)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
         if self.hparams.schedule == "constant" and self.hparams.warmup == 0:
