@@ -3,6 +3,7 @@
 from datamodules.cifar import CIFAR10DataModule
 from datamodules.image_folder import ImageFolderDataModule
 from datamodules.mnist import FashionMNISTDataModule, MNISTDataModule
+from datamodules.paired import PairedImageDataModule
 from datamodules.text import CharTextDataModule
 from datamodules.timeseries import TimeSeriesDataModule
 
@@ -12,5 +13,6 @@ __all__ = [
     "FashionMNISTDataModule",
     "ImageFolderDataModule",
     "MNISTDataModule",
+    "PairedImageDataModule",
     "TimeSeriesDataModule",
 ]

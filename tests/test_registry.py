@@ -25,14 +25,17 @@ SWEEP = {
     "lstm_forecaster": ({"hidden_size": 8}, lambda: (torch.randn(3, 12) * 10 + 100, torch.randn(3, 1) + 100), (3, 1)),
     "vae": ({}, lambda: (torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)), None),
     "dcgan": ({"gen_width": 8, "disc_width": 8}, lambda: (torch.rand(4, 1, 32, 32) * 2 - 1,), None),
+    "pix2pix": ({"image_size": 32, "gen_width": 4, "disc_width": 4},
+                lambda: (torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1), (2, 3, 32, 32)),
 }
+GANS = ["dcgan", "pix2pix"]  # manual optimization: trained by a Trainer step below instead of training_step
 
 
 def test_sweep_covers_every_registered_model():
     assert sorted(SWEEP) == zoo.list_models(), "add new models to SWEEP"
 
 
-@pytest.mark.parametrize("name", sorted(n for n in SWEEP if n != "dcgan"))
+@pytest.mark.parametrize("name", sorted(n for n in SWEEP if n not in GANS))
 def test_forward_loss_and_gradients(name):
     torch.manual_seed(0)
     kwargs, make_batch, out_shape = SWEEP[name]
@@ -54,11 +57,17 @@ def test_forward_loss_and_gradients(name):
     assert not no_grad, f"parameters without a finite gradient: {no_grad}"
 
 
-def test_gan_step_updates_both_networks(tmp_path):
-    kwargs, make_batch, _ = SWEEP["dcgan"]
-    model = zoo.get_model("dcgan", **kwargs)
+@pytest.mark.parametrize("name", GANS)
+def test_gan_step_updates_both_networks(name, tmp_path):
+    torch.manual_seed(0)
+    kwargs, make_batch, out_shape = SWEEP[name]
+    model = zoo.get_model(name, **kwargs)
+    batch = make_batch()
+    if out_shape is not None:
+        with torch.no_grad():
+            assert tuple(model.eval()(batch[0]).shape) == out_shape
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    loader = DataLoader(TensorDataset(*make_batch()), batch_size=4)
+    loader = DataLoader(TensorDataset(*batch), batch_size=4)
     trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False,
                         default_root_dir=tmp_path)
     trainer.fit(model, loader)

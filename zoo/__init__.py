@@ -72,4 +72,4 @@ def load(source: str, **overrides: Any):
 
 
 # Importing the architecture modules registers them.
-from zoo import cifar_cnn, dcgan, efficientnet, forecaster, lstm, vae  # noqa: E402,F401
+from zoo import cifar_cnn, dcgan, efficientnet, forecaster, lstm, pix2pix, vae  # noqa: E402,F401
