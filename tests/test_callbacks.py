@@ -78,13 +78,15 @@ def test_mixing_maths_by_hand():
 
 
 def test_mixup_callback_feeds_soft_targets_and_restores_its_rng(cifar_folder, tmp_path):
+    torch.manual_seed(0)  # the loader's shuffle: which images share a batch
     mix, spy = MixUpCutMix(mixup_alpha=0.4, cutmix_alpha=1.0, seed=3), Spy()
     model = zoo.get_model("cifar_cnn")
     trainer = tiny_trainer(tmp_path, [mix, spy])
     trainer.fit(model, datamodule=tiny_data(cifar_folder))  # batches of 7: odd
     assert len(spy.targets) == 3 and all(t.shape == (7, 10) for t in spy.targets)
     assert all(torch.allclose(t.sum(1), torch.ones(7)) for t in spy.targets)
-    assert any(t.max() < 1 for t in spy.targets), "nothing was mixed"
+    # A row whose neighbour has the same class stays one-hot after mixing, so look for any mixed row.
+    assert any((t.amax(1) < 1).any() for t in spy.targets), "nothing was mixed"
     assert 0 <= float(trainer.callback_metrics["train/acc"]) <= 1  # against the dominant label
     # The generator's state round-trips, so a resumed run draws what an unbroken one would.
     ckpt = tmp_path / "m.ckpt"
