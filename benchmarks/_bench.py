@@ -1,0 +1,75 @@
+"""What the benchmark scripts share: the machine's description, side-by-side timing, the JSON they write.
+
+Measurements are ratios of runs made in the same job, alternated (A B, B A, ...) so drift in the machine's speed
+(turbo, other jobs) falls on both arms alike; the first round is a warm-up and is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+
+def machine() -> str:
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def alternate(arms: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Call each arm (returning a seconds-per-unit measurement) ``repeats + 1`` times, rotating their order every
+    round; the first round is a warm-up. Returns name -> list of ``repeats`` measurements, round by round."""
+    names, out = list(arms), {n: [] for n in arms}
+    for r in range(repeats + 1):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            value = arms[name]()
+            if r > 0:
+                out[name].append(value)
+    return out
+
+
+def ratio_stats(num: list[float], den: list[float]) -> dict[str, float]:
+    """Median and spread (min, max) of per-round ratios ``num / den``."""
+    ratios = [a / b for a, b in zip(num, den)]
+    return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+
+
+def timer() -> Callable[[], float]:
+    sync()
+    start = time.perf_counter()
+
+    def stop() -> float:
+        sync()
+        return time.perf_counter() - start
+
+    return stop
+
+
+def write_json(script: str, result: dict) -> Path:
+    """``benchmarks/<script>.json``, or ``<script>.<device>.json`` for a CUDA run, so CPU numbers stay put."""
+    stem = Path(script).with_suffix("")
+    path = stem.with_suffix(".cuda.json") if torch.cuda.is_available() else stem.with_suffix(".json")
+    result = {"machine": machine(), **result}
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    return path
