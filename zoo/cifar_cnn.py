@@ -196,11 +196,14 @@ class CifarResNet(ImageClassifier):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if not self.hparams.lookahead:
             return
+        step, total = self.global_step, self.trainer.estimated_stepping_batches
+        update = step % 5 == 0 or step >= total
+        if self._slow is not None and not update:
+            return
         state = {k: v for k, v in self.net.state_dict().items() if v.is_floating_point()}
         if self._slow is None:
             self._slow = {k: v.detach().clone() for k, v in state.items()}
-        step, total = self.global_step, self.trainer.estimated_stepping_batches
-        if step % 5 == 0 or step >= total:
+        if update:
             decay = 1.0 if step >= total else 0.95**5 * (step / total) ** 3
             for k, v in state.items():
                 self._slow[k].lerp_(v, 1 - decay)

@@ -130,7 +130,9 @@ class ImageClassifier(L.LightningModule):
         x, y = self.transform_train_batch(x, y)
         logits = self(x)
         loss = self.training_loss(x, logits, y)
-        self.train_acc(logits, y if y.ndim == 1 else y.argmax(1))  # soft targets: accuracy on the dominant label
+        # Soft targets: accuracy on the dominant label. update(), not forward(): train/acc is an epoch value, and
+        # forward() would also compute a per-batch accuracy nobody reads (measurable on small nets, see benchmarks/).
+        self.train_acc.update(logits.detach(), y if y.ndim == 1 else y.argmax(1))
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
