@@ -16,6 +16,7 @@ rounds) and the extra milliseconds per step. Writes ``overhead.json`` next to th
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -111,6 +112,9 @@ def main() -> None:
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-run banners between rows
     result = {"repeats": args.repeats, "warmup_steps": WARMUP, "nets": {}}
+    previous = Path(__file__).with_suffix(".json")
+    if previous.is_file():  # a run of some nets keeps the others' last numbers
+        result["nets"] = {k: v for k, v in json.loads(previous.read_text()).get("nets", {}).items() if k not in args.nets}
     for name in args.nets:
         times = alternate({"hand": lambda: hand(name), "zoo": lambda: with_trainer(name, False),
                            "zoo_default": lambda: with_trainer(name, True)}, args.repeats)
@@ -126,7 +130,7 @@ def main() -> None:
     header = f"{'net':<10}{'batch':>6}{'hand ms':>10}{'zoo ms':>10}{'ratio [min, max]':>24}{'extra ms':>10}" \
              f"{'default ms':>12}{'ratio [min, max]':>24}{'extra ms':>10}"
     print(header)
-    for name, r in result["nets"].items():
+    for name, r in result["nets"].items():  # (rows kept from an earlier run are printed too)
         fmt = lambda s: f"{s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}]"  # noqa: E731
         print(f"{name:<10}{r['batch_size']:>6}{r['hand_ms_per_step']:>10.2f}{r['zoo_ms_per_step']:>10.2f}"
               f"{fmt(r['zoo_ratio']):>24}{r['zoo_extra_ms_per_step']:>10.2f}{r['zoo_default_ms_per_step']:>12.2f}"
