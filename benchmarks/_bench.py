@@ -66,6 +66,21 @@ def timer() -> Callable[[], float]:
     return stop
 
 
+def flagship_sgd_step(model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """One plain training step of the flagship (label smoothing 0.2, Nesterov SGD), for timing the model alone."""
+    import torch.nn.functional as F
+
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True)
+
+    def step(x: torch.Tensor, y: torch.Tensor) -> None:
+        loss = F.cross_entropy(model(x), y, label_smoothing=0.2)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def write_json(script: str, result: dict) -> Path:
     """``benchmarks/<script>.json``, or ``<script>.<device>.json`` for a CUDA run, so CPU numbers stay put."""
     stem = Path(script).with_suffix("")

@@ -15,12 +15,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
-from _bench import machine, timer, write_json  # noqa: E402
+from _bench import flagship_sgd_step, machine, timer, write_json  # noqa: E402
 from datamodules.cifar import CIFAR10DataModule, CIFAR10NotFoundError, TensorBatches  # noqa: E402
 
 
@@ -55,15 +54,10 @@ def main() -> None:
 
     model = zoo.get_model("cifar_resnet", channels_last=True, lookahead=False).to(device)
     model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True)
-    x, y = x.contiguous(), y
-    times = []
+    step, times = flagship_sgd_step(model), []
     for i in range(args.model_steps + 1):
         stop = timer()
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step(x, y)
         if i:
             times.append(stop())
     model_bps = 1 / min(times)

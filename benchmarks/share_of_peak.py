@@ -14,13 +14,12 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
-from _bench import machine, timer, write_json  # noqa: E402
+from _bench import flagship_sgd_step, machine, timer, write_json  # noqa: E402
 
 
 def matmul_flops_per_s(n: int, reps: int, device: torch.device) -> float:
@@ -44,15 +43,10 @@ def main() -> None:
     model = zoo.get_model("cifar_resnet", channels_last=args.channels_last, lookahead=False).to(device)
     if args.channels_last:
         model.to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.85, nesterov=True)
     x = torch.randn(args.batch_size, 3, 32, 32, device=device)
     y = torch.randint(0, 10, (args.batch_size,), device=device)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y, label_smoothing=0.2)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    sgd_step = flagship_sgd_step(model)
+    step = lambda: sgd_step(x, y)  # noqa: E731
 
     with FlopCounterMode(display=False) as counter:
         step()

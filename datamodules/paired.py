@@ -177,8 +177,7 @@ class PairedImageDataModule(L.LightningDataModule):
     def _items(self, split_dir: Path, layout: str) -> list:
         if layout == "separate":
             b_files = {p.name: p for p in image_files(split_dir / "B")}
-            pairs = [(a, b_files[a.name]) for a in image_files(split_dir / "A") if a.name in b_files]
-            return pairs
+            return [(a, b_files[a.name]) for a in image_files(split_dir / "A") if a.name in b_files]
         return image_files(split_dir)
 
     def setup(self, stage: str | None = None) -> None:
