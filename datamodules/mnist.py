@@ -114,6 +114,7 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
     dataset_name = "MNIST"  # torchvision's class name, and the folder under data_dir
     classes = tuple(str(i) for i in range(10))
     url = "http://yann.lecun.com/exdb/mnist/"
+    licence = "MNIST (LeCun, Cortes & Burges): commonly cited as CC BY-SA 3.0"
 
     def __init__(
         self,
@@ -176,8 +177,27 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
             "test": TensorBatches(test.data, test.targets),
         }
 
+    def card_info(self) -> dict:
+        """What a model card records about this data: dataset, splits, licence and the model's input."""
+        h = self.hparams
+        scaling = "x / 255" if h.value_range == "0,1" else "x / 255 * 2 - 1"
+        return {
+            "dataset": self.dataset_name,
+            "classes": list(self.classes),
+            "train_split": f"train minus {h.val_size} images held out for validation (seed {h.seed})",
+            "test_split": "test (the official 10,000 images)",
+            "licence": self.licence,
+            "preprocessing": {
+                "image_size": [h.image_size, h.image_size],
+                "input": f"grey, (B, 1, {h.image_size}, {h.image_size}) float = {scaling} ({h.resize} from 28 px"
+                         f"{', binarised: ' + h.binarize if h.binarize != 'none' else ''})",
+            },
+        }
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         """Scale (and resize, binarise) on whatever device the batch now lives on."""
+        if not isinstance(batch, (tuple, list)):  # e.g. the model's example_input_array, already a float input
+            return batch
         x, y = batch
         h = self.hparams
         return to_range(x, h.image_size, h.resize, h.value_range, h.binarize), y
@@ -189,3 +209,4 @@ class FashionMNISTDataModule(MNISTDataModule):
     dataset_name = "FashionMNIST"
     classes = FASHION_CLASSES
     url = "https://github.com/zalandoresearch/fashion-mnist"
+    licence = "Fashion-MNIST (Xiao, Rasul & Vollgraf, Zalando Research, 2017): MIT"

@@ -259,6 +259,29 @@ def test_dcgan_test_logs_frechet_distance_and_floor():
     assert result["test/frechet_distance"] > result["test/frechet_distance_floor"] >= 0  # noise vs real images
 
 
+def test_dcgan_loads_its_fd_classifier_by_source_and_reports_reproducible_distances(tmp_path):
+    """``fd_features`` names a zoo checkpoint (here a Lightning .ckpt of a 1-channel classic CNN fitted one step);
+    two test runs of the same GAN give the same distances, because the generated images are seeded."""
+    from zoo.cifar_cnn import CifarCNN
+
+    torch.manual_seed(0)
+    images = TinyImages(n=64, size=32)
+    labelled = torch.utils.data.TensorDataset(images.x, torch.randint(0, 10, (64,)))
+    trainer = L.Trainer(**{**QUIET, "enable_checkpointing": True}, max_steps=1, default_root_dir=tmp_path)
+    classifier = CifarCNN(in_channels=1)
+    classifier.hparams["_class_path"] = "zoo.cifar_cnn.CifarCNN"  # as `zoo fit` (LightningCLI) records it
+    trainer.fit(classifier, torch.utils.data.DataLoader(labelled, batch_size=16))
+    ckpt = tmp_path / "classifier.ckpt"
+    trainer.save_checkpoint(ckpt)
+
+    gan = DCGAN(latent_dim=8, gen_width=8, disc_width=8, image_size=32, fd_features=str(ckpt))
+    loader = torch.utils.data.DataLoader(images, batch_size=16)
+    runs = [L.Trainer(**QUIET).test(gan, loader, verbose=False)[0] for _ in range(2)]
+    assert runs[0]["test/frechet_distance"] > runs[0]["test/frechet_distance_floor"] >= 0
+    assert runs[0] == runs[1]
+    assert not any(k.startswith("_features") or "classifier" in k for k in gan.state_dict())
+
+
 # -------------------------------------------------------------------------------------------------- ImageGrid
 class SummaryWriterLike:
     """Records add_image calls as TensorBoard's SummaryWriter would receive them (tensorboard is not installed)."""
@@ -334,7 +357,8 @@ def test_image_grid_uses_the_same_noise_every_epoch():
 
 
 # --------------------------------------------------------------------------------------------- configs & CLI
-@pytest.mark.parametrize("config,data", [("vae_mnist", "MNIST"), ("dcgan_fashion_mnist", "FashionMNIST")])
+@pytest.mark.parametrize("config,data", [("vae_mnist", "MNIST"), ("dcgan_fashion_mnist", "FashionMNIST"),
+                                         ("cnn_fashion_mnist", "FashionMNIST")])
 def test_config_runs_one_batch_through_the_cli(config, data, tmp_path):
     from zoo.cli import main
 
@@ -343,7 +367,8 @@ def test_config_runs_one_batch_through_the_cli(config, data, tmp_path):
           "--data.val_size", "8",
           "--trainer.default_root_dir", str(tmp_path / "run"), "--data.data_dir", str(tmp_path / "data"),
           "--data.batch_size", "8", "--trainer.enable_progress_bar", "false"])
-    assert list((tmp_path / "run").rglob("samples_epoch000.png"))
+    if config != "cnn_fashion_mnist":  # the FD classifier has no image grid
+        assert list((tmp_path / "run").rglob("samples_epoch000.png"))
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "FashionMNIST" / "raw").is_dir(), reason="no shared Fashion-MNIST copy")

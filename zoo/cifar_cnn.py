@@ -16,10 +16,11 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 
 # ---------------------------------------------------------------------------------------------------- classic CNN
-def classic_cnn(num_classes: int, dropout: float) -> nn.Sequential:
-    """Three 3x3 conv layers (16/32/64), each ReLU + 2x2 max-pool; dropout; Linear 1024 -> 500 -> classes."""
+def classic_cnn(num_classes: int, dropout: float, in_channels: int = 3) -> nn.Sequential:
+    """Three 3x3 conv layers (16/32/64), each ReLU + 2x2 max-pool; dropout; Linear 1024 -> 500 -> classes.
+    Made for 32x32 inputs (CIFAR-10; MNIST-style sets padded to 32 px with ``in_channels=1``)."""
     layers: list[nn.Module] = []
-    for c_in, c_out in ((3, 16), (16, 32), (32, 64)):
+    for c_in, c_out in ((in_channels, 16), (16, 32), (32, 64)):
         layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
     return nn.Sequential(
         *layers,  # (B, 64, 4, 4)
@@ -105,6 +106,7 @@ class CifarCNN(ImageClassifier):
     Args:
         num_classes: output classes.
         dropout: dropout before each linear layer.
+        in_channels: image channels (1 for MNIST / Fashion-MNIST padded to 32 px).
         (the rest: see ImageClassifier)
     """
 
@@ -123,12 +125,13 @@ class CifarCNN(ImageClassifier):
         lr_end: float = 0.0,
         no_decay_lr_scale: float = 1.0,
         init_from: str | None = None,
+        in_channels: int = 3,
     ):
         super().__init__(num_classes, label_smoothing, tta, channels_last, optimizer, scheduler, schedule, warmup,
                          lr_start, lr_end, no_decay_lr_scale, init_from)
         self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
-        self.net = classic_cnn(num_classes, dropout)
-        self.example_input_array = torch.zeros(2, 3, 32, 32)
+        self.net = classic_cnn(num_classes, dropout, in_channels)
+        self.example_input_array = torch.zeros(2, in_channels, 32, 32)
 
 
 @register_model("cifar_resnet", description="Fast speed-run-style CIFAR-10 net (airbench94 recipe), the flagship")

@@ -159,6 +159,10 @@ class DCGAN(L.LightningModule):
         channels: image channels.
         image_size: image side in pixels; a power of two >= 16.
         real_label: D's target for real images (< 1: one-sided label smoothing; the paper uses 1).
+        fd_features: a classifier trained on the same data, value range and size (any ``zoo.load`` source, e.g.
+            ``cifar_cnn_fashion_mnist``); when set, ``test`` reports Fréchet distances on its penultimate features
+            (``attach_features`` overrides it).
+        fd_seed: seed of the generated images in ``test``, so the reported distances are reproducible.
         generator_optimizer: called with the generator's parameters.
         discriminator_optimizer: called with the discriminator's parameters.
     """
@@ -171,6 +175,8 @@ class DCGAN(L.LightningModule):
         channels: int = 1,
         image_size: int = 32,
         real_label: float = 1.0,
+        fd_features: str | None = None,
+        fd_seed: int = 0,
         generator_optimizer: OptimizerCallable = adam_dcgan,
         discriminator_optimizer: OptimizerCallable = adam_dcgan,
     ):
@@ -185,6 +191,7 @@ class DCGAN(L.LightningModule):
         self.latent_shape = (latent_dim, 1, 1)  # for the ImageGrid callback's fixed noise
         self._features: nn.Module | None = None  # set by attach_features(); kept out of the state dict
         self._fd: dict[str, FrechetInceptionDistance] = {}
+        self._test_noise: torch.Generator | None = None  # seeded in on_test_start
 
     # ----------------------------------------------------------------------------------------------- inference
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -192,8 +199,10 @@ class DCGAN(L.LightningModule):
         return self.generator(z.view(len(z), -1, 1, 1))
 
     @torch.no_grad()
-    def sample(self, n: int) -> torch.Tensor:
-        return self(torch.randn(n, self.hparams.latent_dim, 1, 1, device=self.device))
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` images in [-1, 1]; ``generator`` (a CPU ``torch.Generator``) makes the draw reproducible."""
+        z = torch.randn(n, self.hparams.latent_dim, 1, 1, generator=generator)
+        return self(z.to(self.device))
 
     def image_grids(self, noise: torch.Tensor | None, batch) -> dict[str, torch.Tensor]:
         """For the ImageGrid callback: the generator's images of the fixed noise, mapped to [0, 1]."""
@@ -230,6 +239,17 @@ class DCGAN(L.LightningModule):
                 self.d_optimizer_factory(self.discriminator.parameters())]
 
     # ------------------------------------------------------------------------------------------------ evaluation
+    def card_info(self) -> dict:
+        """What ``zoo export`` adds to the model card: how the Fréchet distances are computed."""
+        if not self.hparams.fd_features:
+            return {}
+        return {"frechet_distance": (
+            f"torchmetrics' FID formula on the penultimate-layer features of the classifier {self.hparams.fd_features} "
+            "(not Inception-v3, whose weights cannot be had offline), so the values are not comparable with published "
+            "FIDs. Test set: even batches are the reference; test/frechet_distance compares them with as many "
+            f"generated images (seed {self.hparams.fd_seed}), test/frechet_distance_floor with the odd real batches."
+        )}
+
     def attach_features(self, features: nn.Module) -> None:
         """Use ``features`` (images in the model's [-1, 1] range -> (B, D), with ``num_features``) for the Fréchet
         distances of ``trainer.test``; e.g. ``PenultimateFeatures(classifier trained on the same data module)``."""
@@ -237,6 +257,11 @@ class DCGAN(L.LightningModule):
         object.__setattr__(self, "_features", features.eval().requires_grad_(False))
 
     def on_test_start(self) -> None:
+        if self._features is None and self.hparams.fd_features:
+            from zoo.hub import load
+
+            self.attach_features(PenultimateFeatures(load(self.hparams.fd_features)))
+        self._test_noise = torch.Generator().manual_seed(self.hparams.fd_seed + self.global_rank)
         if self._features is not None:
             features = self._features.to(self.device)
             self._fd = {k: frechet_metric(features).to(self.device) for k in ("model", "floor")}
@@ -246,7 +271,7 @@ class DCGAN(L.LightningModule):
         at equal sizes: even test batches (reference) vs as many generated images (``test/frechet_distance``), and
         vs the odd test batches (``test/frechet_distance_floor``, the real-vs-real floor)."""
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
-        fake = self.sample(len(real))
+        fake = self.sample(len(real), self._test_noise)
         self.log("test/d_real_prob", torch.sigmoid(self.discriminator(real).float()).mean(), sync_dist=True)
         self.log("test/d_fake_prob", torch.sigmoid(self.discriminator(fake).float()).mean(), sync_dist=True)
         if not self._fd:

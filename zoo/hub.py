@@ -308,6 +308,7 @@ def export(
         **(dm.card_info() if hasattr(dm, "card_info") else {}),
         **({"licence": licence} if licence else {}),
         **({"preprocessing": dict(net.data_config)} if hasattr(net, "data_config") else {}),
+        **(net.card_info() if hasattr(net, "card_info") else {}),
         "data": data_cfg,
         "metrics": metrics,
         "metrics_command": f"zoo evaluate {name}",
