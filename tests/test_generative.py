@@ -120,7 +120,7 @@ def test_negative_elbo_on_a_hand_checkable_case():
     assert bits_per_dim(torch.tensor(2 * math.log(2)), 2).item() == pytest.approx(1.0)  # 1 bit per pixel
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"beta": 4.0}, {"kind": "ae", "noise_std": 0.3}])
+@pytest.mark.parametrize("kwargs", [{}, {"beta": 4.0}, {"kind": "ae", "noise_std": 0.3}, {"depth": 1}])
 def test_vae_shapes_finite_loss_and_every_parameter_learns(kwargs):
     torch.manual_seed(0)
     model = zoo.get_model("vae", **kwargs)
@@ -148,6 +148,20 @@ def test_vae_trains_and_test_logs_nelbo_and_bits_per_dim(mnist_dir):
     after = trainer.test(model, datamodule=dm, verbose=False)[0]
     assert after["test/nelbo"] < before["test/nelbo"]  # 12 steps of Adam already help
     assert after["test/bits_per_dim"] == pytest.approx(after["test/nelbo"] / (784 * math.log(2)), rel=1e-5)
+
+
+def test_vae_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_step(mnist_dir):
+    dm = MNISTDataModule(data_dir=str(mnist_dir), batch_size=10, val_size=10)
+    model = VAE(latent_dim=4, widths=[8, 16], hidden=32, schedule="cosine")
+    lrs = []
+
+    class RecordLR(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            lrs.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    L.Trainer(max_epochs=2, limit_val_batches=0, callbacks=[RecordLR()], **QUIET).fit(model, datamodule=dm)
+    assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert lrs[-1] < 0.1 * lrs[0]  # cosine over the run's steps, whatever their number
 
 
 # -------------------------------------------------------------------------------------------------- DCGAN

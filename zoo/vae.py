@@ -25,6 +25,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from zoo import register_model
+from zoo.classifier import warmup_decay
 
 
 def adam(params, lr: float = 1e-3) -> torch.optim.Adam:
@@ -53,14 +54,21 @@ def bits_per_dim(nats_per_image: torch.Tensor, num_pixels: int) -> torch.Tensor:
     return nats_per_image / (num_pixels * math.log(2))
 
 
-class Encoder(nn.Module):
-    """(B, C, S, S) -> (B, 2 * latent_dim): strided 4x4 convs halving the side each time, then two linear layers."""
+def same_convs(width: int, depth: int) -> list[nn.Module]:
+    """``depth`` 3x3 conv + ReLU layers that keep the resolution and the width."""
+    return [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))]
 
-    def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int):
+
+class Encoder(nn.Module):
+    """(B, C, S, S) -> (B, 2 * latent_dim): strided 4x4 convs halving the side each time (each followed by ``depth``
+    3x3 convs at that resolution), then two linear layers."""
+
+    def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int,
+                 depth: int = 0):
         super().__init__()
         layers, c = [], channels
         for w in widths:
-            layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
+            layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.ReLU(inplace=True), *same_convs(w, depth)]
             c = w
         side = image_size // 2 ** len(widths)  # 28 -> 14 -> 7
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * side * side, hidden), nn.ReLU(inplace=True),
@@ -71,16 +79,18 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """(B, latent_dim) -> logits (B, C, S, S): the encoder mirrored with 4x4 stride-2 transposed convs."""
+    """(B, latent_dim) -> logits (B, C, S, S): the encoder mirrored with 4x4 stride-2 transposed convs, each preceded
+    by ``depth`` 3x3 convs at its input resolution."""
 
-    def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int):
+    def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int,
+                 depth: int = 0):
         super().__init__()
         self.side, self.width = image_size // 2 ** len(widths), widths[-1]
         self.fc = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True),
                                 nn.Linear(hidden, self.width * self.side**2), nn.ReLU(inplace=True))
         layers, chans = [], [*reversed(widths), channels]
         for i, (a, b) in enumerate(itertools.pairwise(chans)):
-            layers.append(nn.ConvTranspose2d(a, b, 4, stride=2, padding=1))
+            layers += [*same_convs(a, depth), nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)]
             if i < len(chans) - 2:
                 layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
@@ -101,12 +111,14 @@ class VAE(L.LightningModule):
         latent_dim: size of z.
         widths: channels of the strided conv layers (each halves the side; image_size must divide by 2**len).
         hidden: width of the linear layer between the convs and z.
+        depth: extra 3x3 conv layers at each resolution of the encoder and the decoder (0: the plain strided net).
         beta: weight of the KL term in the training loss (reported -ELBO always uses 1).
         kind: "vae" (stochastic z, -ELBO) or "ae" (z = mean, reconstruction NLL only).
         noise_std: std of the Gaussian input corruption during training (denoising); 0 disables it.
         channels: image channels.
         image_size: image side in pixels.
         optimizer: called with the parameters.
+        schedule: learning rate per step: "constant", or "cosine" decay to 0 over the run's steps.
     """
 
     def __init__(
@@ -114,20 +126,22 @@ class VAE(L.LightningModule):
         latent_dim: int = 32,
         widths: list[int] = [32, 64],  # noqa: B006 - read-only; jsonargparse needs a literal default
         hidden: int = 512,
+        depth: int = 0,
         beta: float = 1.0,
         kind: Literal["vae", "ae"] = "vae",
         noise_std: float = 0.0,
         channels: int = 1,
         image_size: int = 28,
         optimizer: OptimizerCallable = adam,
+        schedule: Literal["constant", "cosine"] = "constant",
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["optimizer"])
         if image_size % 2 ** len(widths):
             raise ValueError(f"image_size {image_size} must be divisible by 2**len(widths) = {2 ** len(widths)}.")
         self.optimizer_factory = optimizer
-        self.encoder = Encoder(channels, image_size, list(widths), hidden, latent_dim)
-        self.decoder = Decoder(channels, image_size, list(widths), hidden, latent_dim)
+        self.encoder = Encoder(channels, image_size, list(widths), hidden, latent_dim, depth)
+        self.decoder = Decoder(channels, image_size, list(widths), hidden, latent_dim, depth)
         self.latent_shape = (latent_dim,)  # for the ImageGrid callback's fixed noise
         self.num_pixels = channels * image_size * image_size
 
@@ -219,4 +233,10 @@ class VAE(L.LightningModule):
         return self.reconstruct(self._images(batch))
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        optimizer = self.optimizer_factory(self.parameters())
+        if self.hparams.schedule == "constant":
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        fn = lambda step: warmup_decay(step, total, 0.0, 1.0, 0.0, "cosine")  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
