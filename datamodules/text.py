@@ -151,6 +151,21 @@ class CharTextDataModule(L.LightningDataModule):
             streams = as_streams(encode(part, self.vocab), self.hparams.batch_size * world)
             self.streams[name] = streams[rank * self.hparams.batch_size : (rank + 1) * self.hparams.batch_size]
 
+    def card_info(self) -> dict:
+        """What a model card records about this data: the corpus, the splits and the model's input."""
+        h = self.hparams
+        train, val, test = h.split
+        return {
+            "dataset": self.file.name if self.file.name != "input.txt" else f"{self.file.parent.name}/input.txt",
+            "train_split": f"the first {train:.0%} of the characters",
+            "test_split": f"the last {test:.0%} of the characters (val: the {val:.0%} before them)",
+            "licence": "Shakespeare's works (public domain), compiled by A. Karpathy for char-rnn"
+            if "shakespeare" in str(h.path).lower() else None,
+            "preprocessing": {"input": "character ids (B, T), id = position in the card's hparams.vocab; "
+                              f"losses in nats per character, streams scored {h.seq_len} characters at a time with "
+                              "the state carried"},
+        }
+
     def _loader(self, split: str) -> DataLoader | list:
         if split not in self.streams:
             return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from pathlib import Path
 
@@ -190,6 +191,25 @@ def test_cli_fit_test_predict_prints_text(text_file: Path, tmp_path: Path, capsy
     out = capsys.readouterr().out
     sample = out[out.index("To be") :].split("\n" + "-" * 80)[0]
     assert len(sample) == len("To be") + 25
+
+
+def test_cpu_config_exports_a_card_that_evaluate_reproduces(text_file: Path, tmp_path: Path):
+    """The 3-minute CPU config, shrunk: fit, `zoo export` (card with the corpus and its splits), load, evaluate."""
+    from zoo import hub
+
+    main(["fit", "--config", str(CONFIGS / "lstm_tinyshakespeare_cpu.yaml"), "--data.init_args.path", str(text_file),
+          "--data.init_args.batch_size", "2", "--data.init_args.seq_len", "32", "--trainer.max_steps", "6",
+          "--trainer.val_check_interval", "3", "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.enable_progress_bar", "false", *[f"--model.init_args.{k}={v}" for k, v in TINY.items()]])
+    ckpt = next(tmp_path.rglob("step*.ckpt"))  # the best val/loss checkpoint
+    card_path = hub.export(ckpt, "tiny_lm", tmp_path / "published")
+    card = json.loads(card_path.read_text())
+    assert card["dataset"] == "corpus.txt" and card["train_split"] == "the first 90% of the characters"
+    assert card["metrics"]["test/loss"] > 0 and card["hparams"]["vocab"] == build_vocab(TEXT[: int(0.9 * len(TEXT))])
+    published = zoo.load(str(card_path))
+    assert published.generate("To", 30, seed=0) == CharLSTM.load_from_checkpoint(ckpt).generate("To", 30, seed=0)
+    for metric, expected, measured in hub.evaluate(str(card_path), accelerator="cpu"):
+        assert measured == pytest.approx(expected, rel=1e-5), metric
 
 
 # ------------------------------------------------------------------------------------------------- forecaster
