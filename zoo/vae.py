@@ -189,14 +189,19 @@ class VAE(L.LightningModule):
         return grids
 
     # -------------------------------------------------------------------------------------------------- training
-    def losses(self, x: torch.Tensor, corrupt: bool = False) -> dict[str, torch.Tensor]:
-        """Loss terms for a batch x in [0, 1]; z is sampled (reparameterised) for a VAE, the mean for an AE."""
+    def losses(self, x: torch.Tensor, corrupt: bool = False,
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms for a batch x in [0, 1]; z is sampled (reparameterised) for a VAE, the mean for an AE.
+
+        ``generator`` (a CPU ``torch.Generator``) draws z's noise reproducibly; otherwise the global RNG does.
+        """
         inp = (x + self.hparams.noise_std * torch.randn_like(x)).clamp(0, 1) if corrupt else x
         mu, logvar = self.encode(inp)
         if self.hparams.kind == "ae":
             recon = bernoulli_nll(self.decode(mu), x).mean()
             return {"recon": recon, "loss": recon}
-        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        eps = torch.randn_like(mu) if generator is None else torch.randn(mu.shape, generator=generator).to(mu)
+        z = mu + eps * torch.exp(0.5 * logvar)
         return negative_elbo(self.decode(z), x, mu, logvar, self.hparams.beta)
 
     @staticmethod
@@ -211,9 +216,10 @@ class VAE(L.LightningModule):
                 self.log(f"train/{k}", out[k])
         return out["loss"]
 
-    def _evaluate(self, batch, stage: str) -> None:
+    def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         x = self._images(batch)
-        out = self.losses(x)
+        # z's noise is seeded by batch and rank, so val/test numbers (and `zoo evaluate`) are reproducible
+        out = self.losses(x, generator=torch.Generator().manual_seed(batch_idx * 1024 + self.global_rank))
         n = len(x)
         self.log(f"{stage}/recon", out["recon"], sync_dist=True, batch_size=n)
         if "nelbo" in out:  # a VAE's headline: -ELBO in nats per image, one z sample per image
@@ -223,10 +229,10 @@ class VAE(L.LightningModule):
                      batch_size=n)
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+        self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch, batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+        self._evaluate(batch, batch_idx, "test")
 
     def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
         """Reconstructions (B, C, S, S) in [0, 1]."""
