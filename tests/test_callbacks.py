@@ -9,6 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pytest
+import yaml
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, StochasticWeightAveraging
@@ -253,7 +254,7 @@ def test_presets_compose_in_one_cli_fit(teacher_card, cifar_folder, tmp_path):
     kd = tmp_path / "kd.yaml"
     kd.write_text((ROOT / "configs/callbacks/distillation.yaml").read_text()
                   .replace("cifar_resnet_cifar10", str(teacher_card)))
-    presets = ["mixup.yaml", "ema.yaml", "early_stopping.yaml"]
+    presets = ["mixup.yaml", "ema.yaml"]  # cifar_cnn.yaml brings its EarlyStopping
     configs = [a for p in presets for a in ("--config", str(ROOT / "configs/callbacks" / p))]
     root = tmp_path / "run"
     assert main(["fit", "--config", str(ROOT / "configs/cifar_cnn.yaml"), *configs, "--config", str(kd),
@@ -266,3 +267,13 @@ def test_presets_compose_in_one_cli_fit(teacher_card, cifar_folder, tmp_path):
         assert name in names
     assert "current_model_state" in last  # the EMA is the checkpoint's state_dict
     assert not any(k.startswith("teacher") for k in last["state_dict"])
+
+
+@pytest.mark.parametrize("config", sorted(p.stem for p in (ROOT / "configs").glob("*.yaml")))
+def test_each_model_config_stops_early_on_the_metric_it_checkpoints(config):
+    trainer = yaml.safe_load((ROOT / "configs" / f"{config}.yaml").read_text())["trainer"]
+    args = [c.get("init_args", {}) for c in trainer["callbacks"]]
+    kinds = [c["class_path"] for c in trainer["callbacks"]]
+    best = [(a["monitor"], a.get("mode", "min")) for k, a in zip(kinds, args) if k == "ModelCheckpoint" and "monitor" in a]
+    stops = [(a["monitor"], a.get("mode", "min")) for k, a in zip(kinds, args) if k == "EarlyStopping"]
+    assert stops == best  # one EarlyStopping, same metric and mode; none where nothing is validated (the DCGAN)
