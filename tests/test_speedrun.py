@@ -1,11 +1,16 @@
 """The flagship's airbench training details: BN-bias decay and Lookahead."""
 
+import csv
+from pathlib import Path
+
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import zoo
 from datamodules.cifar import CIFAR10DataModule
+from zoo.cli import main
 
 
 def test_bn_biases_get_the_lr_scale_and_the_same_per_step_decay(cifar_folder, tmp_path):
@@ -53,3 +58,21 @@ def test_lookahead_off_leaves_sgd_alone(cifar_folder, tmp_path):
                         enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(model, CIFAR10DataModule(data_dir=str(cifar_folder), batch_size=8, val_size=0))
     assert model._slow is None
+
+
+def test_flagship_config_validates_on_its_final_step(cifar_folder, tmp_path):
+    """The run ends mid-epoch (430 steps); validation by steps must still see the final Lookahead-averaged weights,
+    so the best-val checkpoint can be them."""
+    config = Path(__file__).resolve().parents[1] / "configs" / "cifar_resnet.yaml"
+    trainer = yaml.safe_load(config.read_text())["trainer"]
+    assert trainer["max_steps"] % trainer["val_check_interval"] == 0 and trainer["check_val_every_n_epoch"] is None
+    root = tmp_path / "run"
+    assert main(["fit", "--config", str(config), "--model.init_args.widths", "[8, 16, 16]",
+                 "--data.data_dir", str(cifar_folder), "--data.val_size", "8", "--data.batch_size", "8",
+                 "--trainer.max_steps", "10", "--trainer.val_check_interval", "5", "--trainer.accelerator", "cpu",
+                 "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+                 "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(root),
+                 "--trainer.default_root_dir", str(root)]) == 0
+    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    val_steps = [int(r["step"]) for r in rows if r.get("val/acc")]
+    assert val_steps == [4, 9]  # after steps 5 and 10 (0-based), the second one mid-epoch, at the end of training
