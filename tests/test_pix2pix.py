@@ -108,6 +108,16 @@ def test_separate_folders_pair_by_name_and_derived_layouts(tmp_path):
     edges.setup()
     a, _ = edges.datasets["test"][0]
     assert a.shape == (1, 32, 32) and a.min() >= -1 and a.max() <= 1 and a.std() > 0
+    card = edges.card_info()
+    assert card["licence"] is None  # a folder the zoo does not know: no licence claimed
+    assert card["train_split"] == "train minus 500 images held out for validation (seed 0)"
+    assert card["test_split"] == "test"
+
+
+def test_cards_of_derived_cifar_pairs_carry_the_cifar_licence(tmp_path):
+    (tmp_path / "cifar10-jpg" / "train").mkdir(parents=True)
+    dm = PairedImageDataModule("cifar10-jpg", data_dir=str(tmp_path), layout="edges", load_size=32, crop_size=32)
+    assert dm.card_info()["licence"].startswith("CIFAR-10")
 
 
 def test_missing_data_says_where_it_looked(tmp_path):
