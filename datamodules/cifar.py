@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.common import cache_dir, resolve_data_dir
+from datamodules.common import CIFAR10_LICENCE, cache_dir, resolve_data_dir
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -33,7 +33,6 @@ STD = (0.2470, 0.2435, 0.2616)
 IMAGE_FOLDER_NAMES = ("", "cifar10", "cifar10-jpg", "cifar10-png", "CIFAR10")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 PICKLE_DIR = "cifar-10-batches-py"
-LICENCE = "CIFAR-10 (Krizhevsky, 2009): no explicit licence, customarily used for research"
 
 
 class CIFAR10NotFoundError(FileNotFoundError):
@@ -304,7 +303,7 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
             "classes": list(CLASSES),
             "train_split": f"train minus {h.val_size} images held out for validation (seed {h.seed})",
             "test_split": "test (the official 10,000 images)",
-            "licence": LICENCE,
+            "licence": CIFAR10_LICENCE,
             "preprocessing": {
                 "image_size": [32, 32],
                 "input": "RGB, (B, 3, 32, 32) float = (uint8 / 255 - mean) / std",

@@ -31,8 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from datamodules.cifar import LICENCE as CIFAR_LICENCE
-from datamodules.common import resolve_data_dir
+from datamodules.common import known_licence, resolve_data_dir
 
 Layout = Literal["auto", "ab", "separate", "grayscale", "edges"]
 
@@ -128,10 +127,6 @@ class PairedImages(Dataset):
         return (*out, name) if self.with_names else out
 
 
-# Licences of the datasets the zoo knows by folder name (None on a card: unknown, so do not publish its weights).
-KNOWN_LICENCES = {"cifar10-jpg": CIFAR_LICENCE, "cifar10": CIFAR_LICENCE}
-
-
 class PairedImageDataModule(L.LightningDataModule):
     """Paired (A, B) images for pix2pix-style models; see the module docstring for the layouts.
 
@@ -223,7 +218,7 @@ class PairedImageDataModule(L.LightningDataModule):
             "train_split": "train" + ("" if (self.root / "val").is_dir() else
                                       f" minus {h.val_size} images held out for validation (seed {h.seed})"),
             "test_split": "test" if (self.root / "test").is_dir() else "the validation images (no test/ folder)",
-            "licence": KNOWN_LICENCES.get(Path(h.folder).name),
+            "licence": known_licence(h.folder),
             "preprocessing": {
                 "image_size": [h.crop_size, h.crop_size],
                 "input": f"A: (B, {a}, {h.crop_size}, {h.crop_size}) float in [-1, 1] = uint8 / 127.5 - 1, "

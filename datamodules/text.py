@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.common import resolve_data_dir
+from datamodules.common import known_licence, resolve_data_dir
 
 # How to fetch corpora the configs name, keyed by file name.
 FETCH = {
@@ -159,8 +159,7 @@ class CharTextDataModule(L.LightningDataModule):
             "dataset": self.file.name if self.file.name != "input.txt" else f"{self.file.parent.name}/input.txt",
             "train_split": f"the first {train:.0%} of the characters",
             "test_split": f"the last {test:.0%} of the characters (val: the {val:.0%} before them)",
-            "licence": "Shakespeare's works (public domain), compiled by A. Karpathy for char-rnn"
-            if "shakespeare" in str(h.path).lower() else None,
+            "licence": known_licence(h.path),
             "preprocessing": {"input": "character ids (B, T), id = position in the card's hparams.vocab; "
                               f"losses in nats per character, streams scored {h.seq_len} characters at a time with "
                               "the state carried"},

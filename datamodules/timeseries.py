@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.common import resolve_data_dir
+from datamodules.common import known_licence, resolve_data_dir
 
 SOURCE = ("Box-Jenkins airline passengers, e.g. GitHub AbdenacerKerrouche/Airline_Passengers_Forecasting, "
           "file airline-passengers.csv (header 'Month,passengers', 144 monthly rows)")
@@ -110,7 +110,7 @@ class TimeSeriesDataModule(L.LightningDataModule):
             "dataset": f"{Path(h.path).name} (column {h.column!r})",
             "train_split": f"all but the last {h.val_size + h.test_size} values",
             "test_split": f"the last {h.test_size} values, one-step-ahead forecasts from {h.window}-value windows",
-            "licence": "Box-Jenkins airline passengers (Series G): public domain" if "airline" in h.path else None,
+            "licence": known_licence(h.path),
             "preprocessing": {"input": f"the last {h.window} raw values; the model standardises them with its "
                               "loc/scale buffers (training mean/std) and returns values in the series' units"},
         }

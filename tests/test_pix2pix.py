@@ -15,6 +15,7 @@ from PIL import Image
 import zoo
 from callbacks import ImageGrid, ImageWriter
 from conftest import SHARED_DATA
+from datamodules.common import CIFAR10_LICENCE, known_licence
 from datamodules.paired import PairedImageDataModule, PairedImages, grayscale, split_ab
 from zoo.cli import main
 
@@ -118,6 +119,13 @@ def test_cards_of_derived_cifar_pairs_carry_the_cifar_licence(tmp_path):
     (tmp_path / "cifar10-jpg" / "train").mkdir(parents=True)
     dm = PairedImageDataModule("cifar10-jpg", data_dir=str(tmp_path), layout="edges", load_size=32, crop_size=32)
     assert dm.card_info()["licence"].startswith("CIFAR-10")
+
+
+def test_licences_are_looked_up_by_the_dataset_folder_or_file_name():
+    assert known_licence("tinyshakespeare/input.txt").startswith("Shakespeare")
+    assert known_licence("/data/timeseries/airline-passengers.csv").startswith("Box-Jenkins")
+    assert known_licence("cifar10-jpg") == known_licence("x/cifar10") == CIFAR10_LICENCE
+    assert known_licence("my_photos/train") is None and known_licence("corpus.txt") is None
 
 
 def test_missing_data_says_where_it_looked(tmp_path):

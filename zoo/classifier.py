@@ -36,6 +36,19 @@ def warmup_decay(step: int, total: int, warmup: float, start: float, end: float,
     return 1.0
 
 
+def per_step_schedule(optimizer, trainer, warmup: float, start: float, end: float, shape: str) -> dict | None:
+    """Lightning ``lr_scheduler`` config applying :func:`warmup_decay` at every optimizer step over the run's length;
+    None when the LR is constant (no warm-up, constant shape) or the run has no length (bounded by time only)."""
+    if shape == "constant" and warmup == 0:
+        return None
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        return None
+    total = max(1, int(total))
+    fn = lambda step: warmup_decay(step, total, warmup, start, end, shape)  # noqa: E731
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, fn), "interval": "step"}
+
+
 def tta_logits(net: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
     """Test-time augmentation. 0: plain; 1: mean with the mirror image; 2: also 1-pixel translations (airbench)."""
     if level == 0:
@@ -210,10 +223,6 @@ class ImageClassifier(L.LightningModule):
                 group["weight_decay"] *= group.get("wd_scale", 1.0)
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-        if self.hparams.schedule == "constant" and self.hparams.warmup == 0:
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
         h = self.hparams
-        fn = lambda step: warmup_decay(step, total, h.warmup, h.lr_start, h.lr_end, h.schedule)  # noqa: E731
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = per_step_schedule(optimizer, self.trainer, h.warmup, h.lr_start, h.lr_end, h.schedule)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -27,7 +27,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from zoo import register_model
-from zoo.classifier import warmup_decay
+from zoo.classifier import per_step_schedule
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (layers, B, hidden)
 
@@ -237,11 +237,7 @@ class CharLSTM(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-        total = self.trainer.estimated_stepping_batches
-        if self.hparams.schedule == "constant" and self.hparams.warmup == 0 or not math.isfinite(total):
-            return optimizer  # a run bounded by time only has no length to schedule over
-        h = self.hparams
-        fn = lambda step: warmup_decay(step, max(1, int(total)), h.warmup, 0.0, h.lr_end, h.schedule)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        h = self.hparams  # a run bounded by time only has no length to schedule over: constant LR then
+        schedule = per_step_schedule(optimizer, self.trainer, h.warmup, 0.0, h.lr_end, h.schedule)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 

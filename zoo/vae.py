@@ -25,7 +25,7 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from zoo import register_model
-from zoo.classifier import warmup_decay
+from zoo.classifier import per_step_schedule
 
 
 def adam(params, lr: float = 1e-3) -> torch.optim.Adam:
@@ -240,9 +240,5 @@ class VAE(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
-        if self.hparams.schedule == "constant":
-            return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        fn = lambda step: warmup_decay(step, total, 0.0, 1.0, 0.0, "cosine")  # noqa: E731
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        schedule = per_step_schedule(optimizer, self.trainer, 0.0, 1.0, 0.0, self.hparams.schedule)
+        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
