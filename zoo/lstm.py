@@ -16,6 +16,7 @@ data module in ``setup`` and written into the hyperparameters, so the checkpoint
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Literal
 
@@ -39,9 +40,35 @@ def adamw(
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
+class _Fp32OnCpusWithoutBf16:
+    """CPU autocast (``bf16-mixed``) sends LSTM/GRU to oneDNN in bf16, which has no such kernel on processors without
+    native bf16 ("could not create a primitive descriptor for the LSTM forward propagation primitive"); there the
+    recurrent layer runs in fp32 and the rest of the model stays in bf16."""
+
+    def forward(self, x: torch.Tensor, state: State | None = None):
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and not _cpu_has_bf16():
+            with torch.autocast("cpu", enabled=False):
+                return super().forward(x.float(), state)
+        return super().forward(x, state)
+
+
+@functools.cache
+def _cpu_has_bf16() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class LSTM(_Fp32OnCpusWithoutBf16, nn.LSTM):
+    pass
+
+
+class GRU(_Fp32OnCpusWithoutBf16, nn.GRU):
+    pass
+
+
 def recurrent(cell: str, input_size: int, hidden_size: int, num_layers: int, dropout: float) -> nn.RNNBase:
-    """A batch-first ``nn.LSTM`` or ``nn.GRU`` with ``dropout`` between its layers."""
-    cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
+    """A batch-first LSTM or GRU (``nn.LSTM``/``nn.GRU``, fp32 under CPU bf16 autocast where the CPU lacks bf16) with
+    ``dropout`` between its layers."""
+    cls = {"lstm": LSTM, "gru": GRU}[cell]
     return cls(input_size, hidden_size, num_layers, batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
 
 
