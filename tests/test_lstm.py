@@ -263,16 +263,6 @@ def test_forecaster_reports_baseline_and_keeps_its_scaler(csv_file: Path, tmp_pa
     assert torch.allclose(loaded(x), model(x))
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_bf16_mixed_on_the_cpu_trains_both_models(cell, text_file: Path, csv_file: Path, tmp_path: Path):
-    """oneDNN has no bf16 LSTM/GRU on CPUs without native bf16: there the recurrent layer falls back to fp32."""
-    for config, data in (("lstm_tinyshakespeare_cpu", text_file), ("lstm_airline", csv_file)):
-        extra = [f"--model.init_args.{k}={v}" for k, v in TINY.items()] if config.startswith("lstm_tiny") else []
-        main(["fit", "--config", str(CONFIGS / f"{config}.yaml"), "--data.init_args.path", str(data),
-              "--trainer.fast_dev_run", "2", "--trainer.precision", "bf16-mixed", "--trainer.accelerator", "cpu",
-              "--model.init_args.cell", cell, "--trainer.default_root_dir", str(tmp_path / config), *extra])
-
-
 def test_cli_fits_the_airline_config(csv_file: Path, tmp_path: Path):
     main(["fit", "--config", str(CONFIGS / "lstm_airline.yaml"), "--data.init_args.path", str(csv_file),
           "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)])
