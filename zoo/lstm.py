@@ -264,7 +264,7 @@ class CharLSTM(L.LightningModule):
         optimizer = self.optimizer_factory(self.parameter_groups())
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-        h = self.hparams  # a run bounded by time only has no length to schedule over: constant LR then
+        h = self.hparams
         schedule = per_step_schedule(optimizer, self.trainer, h.warmup, 0.0, h.lr_end, h.schedule)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 
