@@ -7,10 +7,12 @@ Both arms train the same model object type from the same seed on the same in-mem
 ``TensorBatches`` loader), with the same optimizer and parameter groups, constant learning rate, and time the same
 window: from the first step after ``warmup`` steps to the end of training. Arms:
   * ``hand``: forward, cross-entropy, ``zero_grad``/``backward``/``step`` in a for loop;
+  * ``lightning``: ``Trainer.fit`` of the same model with its ``training_step`` cut to the hand loop's forward and
+    cross-entropy (no ``self.log``, no metric): Lightning's own per-step cost, which the zoo cannot change;
   * ``zoo``: ``Trainer.fit`` with logger, progress bar, checkpointing and model summary off;
   * ``zoo_default``: ``Trainer.fit`` with the zoo's defaults on: CSV logger, progress bar, a checkpoint at the end.
 Rounds alternate the arms' order; reported: per-step times, the step-time ratio to ``hand`` (median, min, max over
-rounds) and the extra milliseconds per step. Writes ``overhead.json`` next to this file.
+rounds) and the extra milliseconds per step; ``zoo`` minus ``lightning`` is what the zoo's own step adds. Writes ``overhead.json`` next to this file.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import statistics
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 import lightning as L
@@ -39,6 +42,12 @@ NETS = {  # name -> (registry name, constructor overrides, batch size, steps)
     "tiny": ("cifar_cnn", {}, 8, 400),
 }
 WARMUP = 3
+ARMS = ("lightning", "zoo", "zoo_default")  # each timed against "hand"
+
+
+def median_difference_ms(a: list[float], b: list[float]) -> float:
+    """Median over rounds of ``a - b`` (seconds per step), in milliseconds."""
+    return 1e3 * statistics.median([x - y for x, y in zip(a, b)])
 
 
 def make(name: str):
@@ -66,7 +75,8 @@ class Clock(L.Callback):
         self.per_step = self.stop() / (trainer.global_step - self.warmup)
 
 
-def hand(name: str) -> float:
+def hand(name: str) -> tuple[float, torch.nn.Module]:
+    """Seconds per timed step of the hand-written loop, and the trained model."""
     model, loader = make(name)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).train()
@@ -86,11 +96,22 @@ def hand(name: str) -> float:
         loss.backward()
         opt.step()
         steps += 1
-    return stop() / (steps - WARMUP)
+    return stop() / (steps - WARMUP), model
 
 
-def with_trainer(name: str, defaults: bool) -> float:
+def bare_training_step(self, batch, batch_idx: int) -> torch.Tensor:
+    """The hand loop's step as a ``training_step``: forward and cross-entropy, nothing logged or measured."""
+    x, y = batch
+    return F.cross_entropy(self(x), y, label_smoothing=self.hparams.label_smoothing)
+
+
+def with_trainer(name: str, defaults: bool, bare: bool = False) -> tuple[float, torch.nn.Module]:
+    """Seconds per timed step under ``Trainer.fit`` (zoo defaults on or off; ``bare``: the hand loop's step), and
+    the trained model."""
     model, loader = make(name)
+    if bare:
+        model.training_step = types.MethodType(bare_training_step, model)
+        model.on_train_epoch_end = lambda: None  # (train/acc is never updated)
     clock = Clock(WARMUP)
     with tempfile.TemporaryDirectory() as tmp:
         trainer = L.Trainer(
@@ -100,41 +121,46 @@ def with_trainer(name: str, defaults: bool) -> float:
             log_every_n_steps=50,
         )
         trainer.fit(model, train_dataloaders=loader)
-    return clock.per_step
+    return clock.per_step, model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds after one warm-up round")
     parser.add_argument("--nets", nargs="+", default=list(NETS), choices=list(NETS))
+    parser.add_argument("--flagship-steps", type=int, default=NETS["flagship"][3],
+                        help=f"steps per flagship run, {WARMUP} of them warm-up (more steps, less noise)")
     args = parser.parse_args()
     import logging
 
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)  # no per-run banners between rows
+    NETS["flagship"] = (*NETS["flagship"][:3], args.flagship_steps)
     result = {"repeats": args.repeats, "warmup_steps": WARMUP, "nets": {}}
     previous = Path(__file__).with_suffix(".json")
     if previous.is_file():  # a run of some nets keeps the others' last numbers
         result["nets"] = {k: v for k, v in json.loads(previous.read_text()).get("nets", {}).items() if k not in args.nets}
     for name in args.nets:
-        times = alternate({"hand": lambda: hand(name), "zoo": lambda: with_trainer(name, False),
-                           "zoo_default": lambda: with_trainer(name, True)}, args.repeats)
+        times = alternate({"hand": lambda: hand(name)[0], "lightning": lambda: with_trainer(name, False, bare=True)[0],
+                           "zoo": lambda: with_trainer(name, False)[0],
+                           "zoo_default": lambda: with_trainer(name, True)[0]}, args.repeats)
         row = {"model": NETS[name][0], "batch_size": NETS[name][2], "timed_steps": NETS[name][3] - WARMUP}
         for arm, values in times.items():
             row[f"{arm}_ms_per_step"] = 1e3 * statistics.median(values)
-        for arm in ("zoo", "zoo_default"):
+        for arm in ARMS:
             row[f"{arm}_ratio"] = ratio_stats(times[arm], times["hand"])
-            row[f"{arm}_extra_ms_per_step"] = 1e3 * statistics.median(
-                [a - b for a, b in zip(times[arm], times["hand"])])
+            row[f"{arm}_extra_ms_per_step"] = median_difference_ms(times[arm], times["hand"])
+        row["zoo_over_lightning_ms_per_step"] = median_difference_ms(times["zoo"], times["lightning"])
         result["nets"][name] = row
     print(f"\n{machine()}\n")
-    header = f"{'net':<10}{'batch':>6}{'hand ms':>10}{'zoo ms':>10}{'ratio [min, max]':>24}{'extra ms':>10}" \
-             f"{'default ms':>12}{'ratio [min, max]':>24}{'extra ms':>10}"
-    print(header)
+    print(f"{'net':<10}{'batch':>6}  {'arm':<12}{'ms/step':>10}{'ratio to hand [min, max]':>28}{'extra ms':>10}")
     for name, r in result["nets"].items():  # (rows kept from an earlier run are printed too)
-        fmt = lambda s: f"{s['median']:.3f} [{s['min']:.3f}, {s['max']:.3f}]"  # noqa: E731
-        print(f"{name:<10}{r['batch_size']:>6}{r['hand_ms_per_step']:>10.2f}{r['zoo_ms_per_step']:>10.2f}"
-              f"{fmt(r['zoo_ratio']):>24}{r['zoo_extra_ms_per_step']:>10.2f}{r['zoo_default_ms_per_step']:>12.2f}"
-              f"{fmt(r['zoo_default_ratio']):>24}{r['zoo_default_extra_ms_per_step']:>10.2f}")
+        print(f"{name:<10}{r['batch_size']:>6}  {'hand':<12}{r['hand_ms_per_step']:>10.2f}")
+        for arm in (a for a in ARMS if f"{a}_ratio" in r):
+            ratio = r[f"{arm}_ratio"]
+            spread = f"{ratio['median']:.3f} [{ratio['min']:.3f}, {ratio['max']:.3f}]"
+            print(f"{'':<18}{arm:<12}{r[f'{arm}_ms_per_step']:>10.2f}{spread:>28}{r[f'{arm}_extra_ms_per_step']:>10.2f}")
+        if "zoo_over_lightning_ms_per_step" in r:
+            print(f"{'':<18}zoo's own step over Lightning's floor: {r['zoo_over_lightning_ms_per_step']:+.2f} ms")
     print(f"\nwrote {write_json(__file__, result)}")
 
 

@@ -29,7 +29,7 @@ def main() -> None:
     overhead.with_trainer("tiny", False)  # warm-up
     profiler = cProfile.Profile()
     profiler.enable()
-    per_step = overhead.with_trainer("tiny", False)
+    per_step, _ = overhead.with_trainer("tiny", False)
     profiler.disable()
     print(f"{1e3 * per_step:.2f} ms per step under the profiler\n")
     for title, sort, pattern in (("own time", "tottime", ""), ("cumulative, zoo code", "cumulative", "/work|zoo/")):

@@ -88,3 +88,13 @@ def test_registry_rules():
 def test_variants_carry_their_fixed_arguments():
     entry = zoo.model_entry("efficientnet_b0")
     assert entry.fixed and zoo.get_model("efficientnet_b0", pretrained=False).hparams.backbone == "efficientnet_b0"
+
+
+def test_configure_optimizers_outside_a_trainer():
+    """A zoo model in a hand-written loop: a constant LR needs no Trainer; a scheduled one says what to do."""
+    import zoo
+
+    opt = zoo.get_model("cifar_cnn", schedule="constant", warmup=0.0).configure_optimizers()
+    assert isinstance(opt, torch.optim.Optimizer)
+    with pytest.raises(RuntimeError, match="schedule='constant'"):
+        zoo.get_model("cifar_cnn", schedule="cosine").configure_optimizers()

@@ -38,9 +38,14 @@ def warmup_decay(step: int, total: int, warmup: float, start: float, end: float,
 
 def per_step_schedule(optimizer, trainer, warmup: float, start: float, end: float, shape: str) -> dict | None:
     """Lightning ``lr_scheduler`` config applying :func:`warmup_decay` at every optimizer step over the run's length;
-    None when the LR is constant (no warm-up, constant shape) or the run has no length (bounded by time only)."""
+    None when the LR is constant (no warm-up, constant shape) or the run has no length (bounded by time only).
+    ``trainer`` may be None (a model used in a hand-written loop) only when the LR is constant."""
     if shape == "constant" and warmup == 0:
         return None
+    if trainer is None:
+        raise RuntimeError(f"The {shape!r} learning-rate schedule (warm-up {warmup}) needs the run's length from a "
+                           "Trainer: call configure_optimizers() under Trainer.fit, or pass schedule='constant', "
+                           "warmup=0 to use the model in your own loop.")
     total = trainer.estimated_stepping_batches
     if not math.isfinite(total):
         return None
@@ -224,5 +229,5 @@ class ImageClassifier(L.LightningModule):
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
         h = self.hparams
-        schedule = per_step_schedule(optimizer, self.trainer, h.warmup, h.lr_start, h.lr_end, h.schedule)
+        schedule = per_step_schedule(optimizer, self._trainer, h.warmup, h.lr_start, h.lr_end, h.schedule)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}

@@ -265,6 +265,6 @@ class CharLSTM(L.LightningModule):
         if self.scheduler_factory is not None:
             return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
         h = self.hparams
-        schedule = per_step_schedule(optimizer, self.trainer, h.warmup, 0.0, h.lr_end, h.schedule)
+        schedule = per_step_schedule(optimizer, self._trainer, h.warmup, 0.0, h.lr_end, h.schedule)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
 

@@ -240,5 +240,5 @@ class VAE(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters())
-        schedule = per_step_schedule(optimizer, self.trainer, 0.0, 1.0, 0.0, self.hparams.schedule)
+        schedule = per_step_schedule(optimizer, self._trainer, 0.0, 1.0, 0.0, self.hparams.schedule)
         return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
