@@ -44,7 +44,8 @@ class TestClock(L.Callback):
         row = {"epoch": trainer.current_epoch + 1, "train_s": self.train_s}
         row.update({f"test_acc_tta{lv}": self.test_accuracy(trainer, pl_module, lv) for lv in levels})
         self.rows.append(row)
-        print(f"epoch {row['epoch']}: {self.train_s:.0f} s, test accuracy {row['test_acc_tta0']:.4f}", flush=True)
+        accuracies = ", ".join(f"TTA {lv}: {row[f'test_acc_tta{lv}']:.4f}" for lv in levels)
+        print(f"epoch {row['epoch']}: {self.train_s:.0f} s, test accuracy ({accuracies})", flush=True)
 
     @torch.no_grad()
     def test_accuracy(self, trainer, pl_module, level: int) -> float:
