@@ -27,11 +27,10 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import zoo  # noqa: E402
-from callbacks import Distillation, MixUpCutMix  # noqa: E402
-from datamodules.cifar import CIFAR10DataModule  # noqa: E402
+from zoo.callbacks import Distillation, MixUpCutMix  # noqa: E402
+from zoo.datamodules.cifar import CIFAR10DataModule  # noqa: E402
 
 VARIANTS = ("baseline", "mixup", "cutmix", "swa", "ema", "distillation")
 

@@ -10,17 +10,14 @@ timing); otherwise random uint8 images of the same shape. Writes ``data_pipeline
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 from _bench import flagship_sgd_step, machine, timer, write_json  # noqa: E402
-from datamodules.cifar import CIFAR10DataModule, CIFAR10NotFoundError, TensorBatches  # noqa: E402
+from zoo.datamodules.cifar import CIFAR10DataModule, CIFAR10NotFoundError
+from zoo.datamodules.common import TensorBatches
 
 
 def datamodule(batch_size: int) -> tuple[CIFAR10DataModule, str]:

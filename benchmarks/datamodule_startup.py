@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 def timed_setup() -> float:
-    from datamodules.cifar import CIFAR10DataModule
+    from zoo.datamodules.cifar import CIFAR10DataModule
 
     start = time.perf_counter()
     dm = CIFAR10DataModule()

@@ -15,18 +15,14 @@ import argparse
 import logging
 import os
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import lightning as L
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 from _bench import machine, write_json  # noqa: E402
-from datamodules.image_folder import ImageFolderDataModule  # noqa: E402
+from zoo.datamodules.image_folder import ImageFolderDataModule  # noqa: E402
 
 
 class EpochClock(L.Callback):

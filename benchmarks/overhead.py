@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import types
 from pathlib import Path
@@ -31,11 +30,9 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 from _bench import alternate, machine, ratio_stats, timer, write_json  # noqa: E402
-from datamodules.cifar import TensorBatches, keep_batch  # noqa: E402
+from zoo.datamodules.common import TensorBatches, keep_batch
 
 NETS = {  # name -> (registry name, constructor overrides, batch size, steps)
     "flagship": ("cifar_resnet", {"channels_last": True, "lookahead": False}, 256, 8),

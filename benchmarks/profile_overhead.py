@@ -11,11 +11,7 @@ import argparse
 import cProfile
 import io
 import pstats
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import overhead  # noqa: E402
 
 

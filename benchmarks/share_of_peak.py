@@ -10,14 +10,10 @@ The peak is the best of several large fp32 ``torch.mm`` calls. Writes ``share_of
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 from _bench import flagship_sgd_step, machine, timer, write_json  # noqa: E402
 

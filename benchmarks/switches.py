@@ -14,19 +14,15 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
-import sys
 import tempfile
-from pathlib import Path
 
 import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import zoo  # noqa: E402
 from _bench import alternate, machine, ratio_stats, write_json  # noqa: E402
-from datamodules.cifar import TensorBatches, keep_batch  # noqa: E402
+from zoo.datamodules.common import TensorBatches, keep_batch
 from overhead import Clock  # noqa: E402
 
 WARMUP = 3

@@ -17,11 +17,9 @@ from pathlib import Path
 import lightning as L
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _bench import machine, write_json  # noqa: E402
 from zoo.classifier import tta_logits  # noqa: E402
-from zoo.cli import ZooCLI  # noqa: E402
+from zoo.lightning_cli import ZooCLI  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar_resnet.yaml"
 THRESHOLDS = (0.90, 0.93, 0.94)

@@ -1,7 +1,7 @@
 """Print what ``predict`` returns, batch by batch: generated text as it is, tensors as nested lists.
 
 Usage (a config's trainer callbacks; inert during fit/validate/test):
-    - class_path: callbacks.print_predictions.PrintPredictions
+    - class_path: PrintPredictions
     # zoo predict --config configs/lstm_tinyshakespeare.yaml --ckpt_path last.ckpt
 """
 

@@ -152,7 +152,7 @@ class WandbRun(L.Callback):
 
             config = next((c for c in (ckpt.parent.parent / "config.yaml", Path(trainer.log_dir or "") / "config.yaml")
                            if c.is_file()), None)
-            card = hub.export(ckpt, name, ckpt.parent.parent / "model", config=config, test=False)
+            card = hub.export(ckpt, name, ckpt.parent.parent / "model", config=config, test=False, force=True)
             artifact.add_file(str(card), name=card.name)
             artifact.add_file(str(card.with_suffix(".safetensors")), name=f"{name}.safetensors")
         except Exception as err:  # e.g. no training config (plain Trainer) or an unregistered model: ckpt only

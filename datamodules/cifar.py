@@ -23,9 +23,9 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset
 
-from datamodules.common import CIFAR10_LICENCE, cache_dir, resolve_data_dir
+from zoo.errors import UserError
+from zoo.datamodules.common import CIFAR10_LICENCE, TensorBatches, TensorSplitLoaders, cache_dir, resolve_data_dir  # noqa: E501
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -35,7 +35,7 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 PICKLE_DIR = "cifar-10-batches-py"
 
 
-class CIFAR10NotFoundError(FileNotFoundError):
+class CIFAR10NotFoundError(UserError, FileNotFoundError):
     pass
 
 
@@ -123,56 +123,6 @@ def load_cached(kind: str, root: Path, cache: Path) -> dict[str, np.ndarray]:
     np.savez(tmp, **arrays)
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache behind
     return arrays
-
-
-class TensorBatches(Dataset):
-    """Images (N, 3, H, W) uint8 and labels (N,) served a whole batch per fetch (``__getitems__``), no per-item collate."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.images[i], self.labels[i]
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices)
-        return self.images[idx], self.labels[idx]
-
-
-def keep_batch(batch):
-    """collate_fn for TensorBatches: the batch is already stacked."""
-    return batch
-
-
-class TensorSplitLoaders:
-    """DataLoaders over ``self.datasets`` (``TensorBatches`` per split), for DataModules whose hparams have
-    ``batch_size``, ``num_workers`` and ``val_size``; predict runs on the test split."""
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
-            collate_fn=keep_batch,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader("val") if self.hparams.val_size > 0 else []
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
 
 def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:

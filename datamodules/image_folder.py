@@ -30,13 +30,14 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, Weighte
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
-from datamodules.common import cache_dir, resolve_data_dir
+from zoo.errors import UserError
+from zoo.datamodules.common import cache_dir, resolve_data_dir
 
 IMAGENET_CONFIG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
                    "std": (0.229, 0.224, 0.225), "crop_pct": 0.875, "crop_mode": "center"}
 
 
-class ImageFolderNotFoundError(FileNotFoundError):
+class ImageFolderNotFoundError(UserError, FileNotFoundError):
     pass
 
 

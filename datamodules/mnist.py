@@ -23,15 +23,15 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from datamodules.cifar import TensorBatches, TensorSplitLoaders
-from datamodules.common import cache_dir, resolve_data_dir
+from zoo.errors import UserError
+from zoo.datamodules.common import TensorBatches, TensorSplitLoaders, cache_dir, resolve_data_dir
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
 
 
-class MNISTNotFoundError(FileNotFoundError):
+class MNISTNotFoundError(UserError, FileNotFoundError):
     pass
 
 

@@ -31,12 +31,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from datamodules.common import known_licence, resolve_data_dir
+from zoo.errors import UserError
+from zoo.datamodules.common import known_licence, resolve_data_dir
 
 Layout = Literal["auto", "ab", "separate", "grayscale", "edges"]
 
 
-class PairedDataNotFoundError(FileNotFoundError):
+class PairedDataNotFoundError(UserError, FileNotFoundError):
     pass
 
 

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from datamodules.common import known_licence, resolve_data_dir
+from zoo.datamodules.common import known_licence, resolve_data_dir
 
 # How to fetch corpora the configs name, keyed by file name.
 FETCH = {

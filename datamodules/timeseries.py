@@ -21,7 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from datamodules.common import known_licence, resolve_data_dir
+from zoo.datamodules.common import known_licence, resolve_data_dir
 
 SOURCE = ("Box-Jenkins airline passengers, e.g. GitHub AbdenacerKerrouche/Airline_Passengers_Forecasting, "
           "file airline-passengers.csv (header 'Month,passengers', 144 monthly rows)")

@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-from datamodules.cifar import CLASSES
+from zoo.datamodules.cifar import CLASSES
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def benchmark_script(name: str) -> ModuleType:
+    """Import ``benchmarks/<name>.py`` (the scripts the README quotes) as a module; an import error fails the test."""
+    if name in sys.modules:
+        return sys.modules[name]
+    if name != "_bench":
+        benchmark_script("_bench")  # the scripts' shared helpers, imported by them as a sibling
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 
 SHARED_DATA = Path(os.environ.get("ZOO_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
@@ -20,6 +39,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.mktemp("cache")
     monkeypatch.setenv("ZOO_CACHE", str(cache))
     monkeypatch.delenv("ZOO_DATA_DIR", raising=False)
+    monkeypatch.setattr(sys, "argv", sys.argv[:1])  # tests call zoo.cli.main(args) as the `zoo` command would
     return cache
 
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-import overhead  # noqa: E402
+from conftest import benchmark_script
+
+overhead = benchmark_script("overhead")
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 """Training callbacks on tiny models and data: mixup/cutmix, distillation, SWA/EMA, early stopping, YAML presets."""
 
-import copy
 import json
 import math
 import warnings
@@ -15,11 +14,11 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import EarlyStopping, EMAWeightAveraging, ModelCheckpoint, StochasticWeightAveraging
 
 import zoo
-from callbacks import AveragingCheck, Distillation, MixUpCutMix
-from callbacks.averaging_check import earliest_stop_epoch
-from callbacks.distillation import kd_loss, kd_term, renormalize
-from callbacks.mixup import cutmix, cutmix_box, mix_batch, mixup, soft_targets
-from datamodules.cifar import CIFAR10DataModule
+from zoo.callbacks import AveragingCheck, Distillation, MixUpCutMix
+from zoo.callbacks.averaging_check import earliest_stop_epoch
+from zoo.callbacks.distillation import kd_loss, kd_term, renormalize
+from zoo.callbacks.mixup import cutmix, cutmix_box, mix_batch, mixup, soft_targets
+from zoo.datamodules.cifar import CIFAR10DataModule
 from zoo import hub
 from zoo.cli import main
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from conftest import SHARED_DATA
-from datamodules import cifar
-from datamodules.cifar import CIFAR10DataModule, CIFAR10NotFoundError, cutout, random_crop, random_flip
+from zoo.datamodules import cifar
+from zoo.datamodules.cifar import CIFAR10DataModule, CIFAR10NotFoundError, cutout, random_crop, random_flip
 
 
 @pytest.mark.parametrize("layout", ["cifar_pickles", "cifar_folder"])

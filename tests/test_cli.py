@@ -61,11 +61,20 @@ def test_ddp_two_processes_on_cpu(cifar_folder, tmp_path):
     assert ckpts, "rank 0 saved no checkpoint"
 
 
-def test_zoo_list_shows_models():
+def test_zoo_list_is_readable_at_80_columns_and_has_json():
     run = subprocess.run([sys.executable, "-m", "zoo", "list"], capture_output=True, text=True, timeout=120,
-                         env={"COLUMNS": "200", "PATH": ""})
+                         env={"COLUMNS": "80", "PATH": ""})
     assert run.returncode == 0, run.stderr
-    assert "cifar_resnet" in run.stdout and "CifarCNN" in run.stdout
+    lines = run.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert any(line.startswith("│ cifar_resnet ") for line in lines)  # whole names, one row per model ...
+    assert any("efficientnet_lite0_hymenoptera" in line and "acc=0.9608" in line for line in lines)  # ... and card
+    import json
+
+    rows = json.loads(subprocess.run([sys.executable, "-m", "zoo", "list", "cifar*", "--json"], capture_output=True,
+                                     text=True, timeout=120, check=True).stdout)
+    assert [r["model"] for r in rows] == ["cifar_cnn", "cifar_resnet"]
+    assert rows[1]["checkpoints"][0]["metrics"]["test/acc"] > 0.9
 
 
 def test_config_keeps_the_latest_epoch_for_resuming(cifar_folder, tmp_path):
@@ -76,6 +85,6 @@ def test_config_keeps_the_latest_epoch_for_resuming(cifar_folder, tmp_path):
     assert main(["fit", "--config", str(ROOT / "configs" / "cifar_cnn.yaml"), "--data.data_dir", str(cifar_folder),
                  "--data.val_size", "10", "--data.batch_size", "16", "--trainer.max_epochs", "3",
                  "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false",
-                 "--model.optimizer", "torch.optim.SGD", "--model.optimizer.lr", "0.0"]) == 0  # lr 0: val never improves
+                 "--model.lr", "0.0"]) == 0  # lr 0: val never improves
     (last,) = tmp_path.rglob("last.ckpt")
     assert torch.load(last, weights_only=True)["epoch"] == 2

@@ -16,8 +16,8 @@ from PIL import Image
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import zoo
-from callbacks.predictions import PrintTopK, format_topk
-from datamodules.image_folder import ImageFolderDataModule, ImageFolderNotFoundError, class_weights
+from zoo.callbacks.predictions import PrintTopK, format_topk
+from zoo.datamodules.image_folder import ImageFolderDataModule, ImageFolderNotFoundError, class_weights
 from zoo import efficientnet
 from zoo.efficientnet import EfficientNetClassifier, map_in_order
 

@@ -21,10 +21,12 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from PIL import Image
 
 import zoo
-from callbacks import ImageGrid
-from datamodules import FashionMNISTDataModule, MNISTDataModule
-from datamodules.mnist import RAW_FILES, MNISTNotFoundError
-from zoo.dcgan import DCGAN, PenultimateFeatures, discriminator_loss, frechet_distance, generator_loss
+from zoo.callbacks import ImageGrid
+from zoo.datamodules import FashionMNISTDataModule, MNISTDataModule
+from zoo.datamodules.mnist import RAW_FILES, MNISTNotFoundError
+from zoo.dcgan import DCGAN
+from zoo.gan import discriminator_loss, generator_loss
+from zoo.metrics import PenultimateFeatures, frechet_distance
 from zoo.vae import VAE, bits_per_dim, negative_elbo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +224,6 @@ def test_one_manual_step_updates_both_networks(precision):
 
 DDP_SCRIPT = """
 import sys, torch, lightning as L
-sys.path.insert(0, {root!r})
 from zoo.dcgan import DCGAN
 torch.manual_seed(0)  # same initial weights on both ranks; different data via the DistributedSampler
 x = torch.rand(32, 1, 16, 16) * 2 - 1

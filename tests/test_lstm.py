@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import zoo
-from datamodules.text import CharTextDataModule, as_streams, build_vocab, decode, encode, split_text
-from datamodules.timeseries import TimeSeriesDataModule, read_column
+from zoo.datamodules.text import CharTextDataModule, as_streams, build_vocab, decode, encode, split_text
+from zoo.datamodules.timeseries import TimeSeriesDataModule, read_column
 from zoo.cli import main
 from zoo.forecaster import LSTMForecaster, seasonal_naive
 from zoo.lstm import CharLSTM, CharRNN, sample_next

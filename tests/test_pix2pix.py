@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import zoo
-from callbacks import ImageGrid, ImageWriter
+from zoo.callbacks import ImageGrid, ImageWriter
 from conftest import SHARED_DATA
-from datamodules.common import CIFAR10_LICENCE, known_licence
-from datamodules.paired import PairedImageDataModule, PairedImages, grayscale, split_ab
+from zoo.datamodules.common import CIFAR10_LICENCE, known_licence
+from zoo.datamodules.paired import PairedImageDataModule, PairedImages, grayscale, split_ab
 from zoo.cli import main
 
 
@@ -200,7 +200,6 @@ def test_bf16_mixed_step_updates_both_networks(tmp_path):
 
 DDP_SCRIPT = """
 import sys, torch, lightning as L
-sys.path.insert(0, {root!r})
 import zoo
 torch.manual_seed(0)  # same initial weights on both ranks; different pairs via the DistributedSampler
 a, b = torch.rand(16, 3, 32, 32) * 2 - 1, torch.rand(16, 3, 32, 32) * 2 - 1

@@ -10,7 +10,7 @@ from test_generative import make_raw
 from test_lstm import TINY, csv_file, text_file  # noqa: F401 (fixtures)
 from test_pix2pix import ab_data  # noqa: F401 (fixture)
 
-from zoo.cli import ZooCLI
+from zoo.lightning_cli import ZooCLI
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 NO_GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -1,4 +1,7 @@
-"""Sweep every registered model: output shape, finite loss, a gradient reaching every trainable parameter."""
+"""Sweep every registered model through its own tiny instance and example batch: forward, finite loss, a gradient
+reaching every trainable parameter; and the registry's contract (names, constructors, what LightningCLI accepts)."""
+
+import inspect
 
 import lightning as L
 import pytest
@@ -6,73 +9,83 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
+from zoo.cli import main
 
 
-def images(b, c, s):
-    return torch.randn(b, c, s, s)
 
-
-# name -> (constructor overrides that keep the model tiny, a training batch, expected output shape of forward)
-SWEEP = {
-    "cifar_cnn": ({}, lambda: (images(4, 3, 32), torch.randint(0, 10, (4,))), (4, 10)),
-    "cifar_resnet": ({"widths": (8, 16, 16)}, lambda: (images(4, 3, 32), torch.randint(0, 10, (4,))), (4, 10)),
-    "efficientnet_lite0": ({"pretrained": False, "num_classes": 3}, lambda: (images(2, 3, 64), torch.tensor([0, 2])),
-                           (2, 3)),
-    "efficientnet_b0": ({"pretrained": False, "num_classes": 3}, lambda: (images(2, 3, 64), torch.tensor([0, 2])),
-                        (2, 3)),
-    "char_lstm": ({"vocab": "abcdef", "embed_dim": 8, "hidden_size": 16, "num_layers": 2},
-                  lambda: (torch.randint(0, 6, (2, 10)), torch.randint(0, 6, (2, 10))), (2, 10, 6)),
-    "lstm_forecaster": ({"hidden_size": 8}, lambda: (torch.randn(3, 12) * 10 + 100, torch.randn(3, 1) + 100), (3, 1)),
-    "vae": ({}, lambda: (torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long)), None),
-    "dcgan": ({"gen_width": 8, "disc_width": 8}, lambda: (torch.rand(4, 1, 32, 32) * 2 - 1,), None),
-    "pix2pix": ({"image_size": 32, "gen_width": 4, "disc_width": 4},
-                lambda: (torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1), (2, 3, 32, 32)),
-}
-GANS = ["dcgan", "pix2pix"]  # manual optimization: trained by a Trainer step below instead of training_step
-
-
-def test_sweep_covers_every_registered_model():
-    assert sorted(SWEEP) == zoo.list_models(), "add new models to SWEEP"
-
-
-@pytest.mark.parametrize("name", sorted(n for n in SWEEP if n not in GANS))
-def test_forward_loss_and_gradients(name):
+def tiny(name: str):
     torch.manual_seed(0)
-    kwargs, make_batch, out_shape = SWEEP[name]
-    model = zoo.get_model(name, **kwargs)
-    batch = make_batch()
-    if out_shape is not None:
-        model.eval()
-        with torch.no_grad():
-            out = model(batch[0])
-        out = out[0] if isinstance(out, tuple) else out  # recurrent models also return their state
-        assert tuple(out.shape) == out_shape
+    return zoo.get_model(name, **zoo.model_entry(name).tiny)
+
+
+# training_step called outside a Trainer: its self.log calls are no-ops, which Lightning says with a warning.
+@pytest.mark.filterwarnings("ignore:You are trying to `self.log\\(\\)`")
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_model_trains_on_its_example_batch(name, tmp_path):
+    model = tiny(name)
+    batch = model.example_batch()
+    x = model.example_input_array if model.example_input_array is not None else batch[0]  # what forward takes
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    out = out[0] if isinstance(out, tuple) else out  # recurrent models also return their state
+    assert len(out) == len(x) and torch.isfinite(out).all()
     model.train()
-    loss = model.training_step(batch, 0)
-    assert torch.isfinite(loss)
-    loss.backward()
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable
-    no_grad = [n for n, p in trainable.items() if p.grad is None or not torch.isfinite(p.grad).all()]
-    assert not no_grad, f"parameters without a finite gradient: {no_grad}"
-
-
-@pytest.mark.parametrize("name", GANS)
-def test_gan_step_updates_both_networks(name, tmp_path):
-    torch.manual_seed(0)
-    kwargs, make_batch, out_shape = SWEEP[name]
-    model = zoo.get_model(name, **kwargs)
-    batch = make_batch()
-    if out_shape is not None:
-        with torch.no_grad():
-            assert tuple(model.eval()(batch[0]).shape) == out_shape
+    if model.automatic_optimization:
+        loss = model.training_step(batch, 0)
+        assert torch.isfinite(loss)
+        loss.backward()
+        trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        no_grad = [n for n, p in trainable.items() if p.grad is None or not torch.isfinite(p.grad).all()]
+        assert trainable and not no_grad, f"parameters without a finite gradient: {no_grad}"
+        return
+    # Manual optimization (GANs): one Trainer step must update every parameter of both networks.
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    loader = DataLoader(TensorDataset(*batch), batch_size=4)
     trainer = L.Trainer(fast_dev_run=1, accelerator="cpu", logger=False, enable_progress_bar=False,
-                        default_root_dir=tmp_path)
-    trainer.fit(model, loader)
+                        enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(model, DataLoader(TensorDataset(*batch), batch_size=len(batch[0])))
     unchanged = [n for n, p in model.named_parameters() if p.requires_grad and torch.equal(p, before[n])]
     assert not unchanged, f"not updated by one step: {unchanged}"
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_constructor_is_what_the_cli_accepts(name, capsys):
+    """Every constructor argument (the subclass's own and the shared ones it passes on) is a CLI option with the
+    same default, and nothing else is; hyperparameters saved by the model are exactly those arguments."""
+    entry = zoo.model_entry(name)
+    arguments = zoo.constructor_arguments(entry.cls)
+    with pytest.raises(SystemExit):
+        main(["fit", "--model", entry.cls.__name__, "--print_config"])
+    import yaml
+
+    init_args = yaml.safe_load(capsys.readouterr().out)["model"]["init_args"]
+    assert set(init_args) == set(arguments)
+    for key, param in arguments.items():
+        default = param.default
+        if isinstance(default, tuple):
+            default = list(default)
+        if default is not inspect.Parameter.empty and not callable(default):
+            assert init_args[key] == default, key
+    saved = set(tiny(name).hparams)
+    assert saved <= set(arguments) and saved >= set(arguments) - {"scheduler", "init_from"}
+
+
+def test_misspelt_choice_is_rejected_with_the_allowed_values(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model", "CifarCNN", "--model.schedule", "cosin", "--print_config"])
+    assert done.value.code != 0
+    err = capsys.readouterr().err
+    assert "cosin" in err and "'cosine'" in err and "'linear'" in err
+
+
+def test_schedule_function_raises_on_unknown_names():
+    from zoo.optim import per_step_schedule, warmup_decay
+
+    with pytest.raises(ValueError, match="cosine"):
+        warmup_decay(0, 10, 0.0, 0.0, 0.0, "cosin")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    with pytest.raises(ValueError, match="onecycle"):
+        per_step_schedule(opt, zoo.get_model("cifar_cnn"), 0.0, 0.0, 0.0, "cosin")
 
 
 def test_registry_rules():
@@ -81,8 +94,8 @@ def test_registry_rules():
     assert zoo.list_models("cifar*") == ["cifar_cnn", "cifar_resnet"]
     with pytest.raises(KeyError, match="Registered models"):
         zoo.get_model("resnet9000")
-    model = zoo.get_model("cifar_cnn", num_classes=7, dropout=0.1)
-    assert model.hparams.num_classes == 7 and model.hparams.dropout == 0.1
+    model = zoo.get_model("cifar_cnn", num_classes=7, dropout=0.1, lr=0.2)
+    assert model.hparams.num_classes == 7 and model.hparams.dropout == 0.1 and model.hparams.lr == 0.2
 
 
 def test_variants_carry_their_fixed_arguments():
@@ -90,10 +103,22 @@ def test_variants_carry_their_fixed_arguments():
     assert entry.fixed and zoo.get_model("efficientnet_b0", pretrained=False).hparams.backbone == "efficientnet_b0"
 
 
+def test_lr_and_weight_decay_reach_the_optimizer():
+    """``lr``/``weight_decay``/``momentum`` are the model's; norm layers get no decay; the flagship's recipe holds."""
+    model = zoo.get_model("cifar_cnn", lr=0.3, weight_decay=1e-3, schedule="constant")
+    opt = model.configure_optimizers()
+    assert isinstance(opt, torch.optim.SGD) and opt.defaults["nesterov"] and opt.defaults["momentum"] == 0.9
+    assert {g["lr"] for g in opt.param_groups} == {0.3} and opt.param_groups[0]["weight_decay"] == 1e-3
+    flagship = zoo.get_model("cifar_resnet", **zoo.model_entry("cifar_resnet").tiny, schedule="constant", warmup=0.0)
+    groups = flagship.configure_optimizers().param_groups
+    assert [g["lr"] for g in groups] == [1.5, 1.5 * 64]  # BN biases at 64x the LR ...
+    assert groups[1]["weight_decay"] == pytest.approx(0.00133 / 64)  # ... and the same per-step decay
+    ranger = zoo.get_model("cifar_cnn", optimizer="ranger", schedule="constant").configure_optimizers()
+    assert "Lookahead" in type(ranger).__name__
+
+
 def test_configure_optimizers_outside_a_trainer():
     """A zoo model in a hand-written loop: a constant LR needs no Trainer; a scheduled one says what to do."""
-    import zoo
-
     opt = zoo.get_model("cifar_cnn", schedule="constant", warmup=0.0).configure_optimizers()
     assert isinstance(opt, torch.optim.Optimizer)
     with pytest.raises(RuntimeError, match="schedule='constant'"):

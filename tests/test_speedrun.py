@@ -9,7 +9,7 @@ import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import zoo
-from datamodules.cifar import CIFAR10DataModule
+from zoo.datamodules.cifar import CIFAR10DataModule
 from zoo.cli import main
 
 

@@ -4,7 +4,6 @@ media from the sample callbacks, the logger presets. wandb never sees an API key
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -12,15 +11,15 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from test_generative import make_raw
 
-from callbacks import TextSamples
-from callbacks.wandb_tools import choose_mode, run_id_from_checkpoint
-from datamodules.text import CharTextDataModule
+from zoo.callbacks import TextSamples
+from zoo.callbacks.wandb_tools import choose_mode, run_id_from_checkpoint
+from zoo.datamodules.text import CharTextDataModule
 from zoo.cli import main
+from conftest import benchmark_script
 from zoo.lstm import CharLSTM
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from wandb_offline_readback import read_run  # the script the README's must-show uses
+read_run = benchmark_script("wandb_offline_readback").read_run  # the script the README's must-show uses
 
 LOGGER_PRESETS = sorted((ROOT / "configs" / "logger").glob("*.yaml"))
 

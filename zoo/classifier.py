@@ -1,57 +1,33 @@
 """Training, evaluation and prediction shared by the zoo's image classifiers.
 
-A subclass builds ``self.net`` (normalised images in, logits out) in its constructor and calls
-``super().__init__`` with the classification settings; everything else (loss with hard or soft targets, metrics,
+A subclass declares only its own constructor arguments, passes the rest on (``**kwargs``: the classification
+settings below are declared here, once, and LightningCLI follows ``**kwargs`` to this signature) and builds
+``self.net`` (normalised images in, logits out). Everything else (loss with hard or soft targets, metrics,
 flip/translate test-time augmentation, optimizer groups and the learning-rate schedule) lives here.
+
+Usage:
+    class MyNet(ImageClassifier):
+        def __init__(self, width: int = 64, **kwargs):
+            super().__init__(**kwargs)
+            self.net = ...
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from zoo.optim import OptimizerName, Schedule, SchedulerInterval, configure_optimizers
 
-def sgd(params, lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """Default optimizer: SGD with Nesterov momentum."""
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
-
-
-def warmup_decay(step: int, total: int, warmup: float, start: float, end: float, shape: str) -> float:
-    """LR multiplier: linear ramp ``start -> 1`` over ``warmup * total`` steps, then ``1 -> end`` (linear or cosine)."""
-    peak = int(warmup * total)
-    if step < peak:
-        return start + (1 - start) * step / peak
-    t = min(1.0, (step - peak) / max(1, total - peak))
-    if shape == "cosine":
-        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
-    if shape == "linear":
-        return 1 + (end - 1) * t
-    return 1.0
-
-
-def per_step_schedule(optimizer, trainer, warmup: float, start: float, end: float, shape: str) -> dict | None:
-    """Lightning ``lr_scheduler`` config applying :func:`warmup_decay` at every optimizer step over the run's length;
-    None when the LR is constant (no warm-up, constant shape) or the run has no length (bounded by time only).
-    ``trainer`` may be None (a model used in a hand-written loop) only when the LR is constant."""
-    if shape == "constant" and warmup == 0:
-        return None
-    if trainer is None:
-        raise RuntimeError(f"The {shape!r} learning-rate schedule (warm-up {warmup}) needs the run's length from a "
-                           "Trainer: call configure_optimizers() under Trainer.fit, or pass schedule='constant', "
-                           "warmup=0 to use the model in your own loop.")
-    total = trainer.estimated_stepping_batches
-    if not math.isfinite(total):
-        return None
-    total = max(1, int(total))
-    fn = lambda step: warmup_decay(step, total, warmup, start, end, shape)  # noqa: E731
-    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, fn), "interval": "step"}
+# Layers whose parameters get no weight decay (public classes; subclasses such as timm's BatchNormAct2d match).
+NORM_LAYERS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.GroupNorm, nn.LayerNorm,
+               nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)
 
 
 def tta_logits(net: nn.Module, x: torch.Tensor, level: int) -> torch.Tensor:
@@ -77,12 +53,18 @@ class ImageClassifier(L.LightningModule):
 
     Args:
         num_classes: output classes.
+        lr: peak learning rate (what Lightning's learning-rate finder sets).
+        weight_decay: weight decay of the non-normalisation parameters.
+        momentum: momentum of the SGD-family optimizers.
+        optimizer: "sgd" (Nesterov), "momentum", "adam", "adamw", "radam", "ranger" (RAdam + Lookahead), "lamb",
+            "rmsprop", built by ``timm.optim``; norm-layer parameters get no weight decay.
         label_smoothing: cross-entropy label smoothing.
         tta: test-time augmentation level for test/predict (0 none, 1 flip, 2 flip + translate).
         channels_last: keep activations in channels-last memory format.
-        optimizer: called with the parameter groups (no weight decay on norms and biases).
-        scheduler: called with the optimizer; stepped every epoch. Overrides ``schedule``.
-        schedule: built-in per-step schedule when ``scheduler`` is None: "constant", "linear" or "cosine" decay.
+        scheduler: called with the optimizer, stepped every ``scheduler_interval``. Overrides ``schedule``.
+        scheduler_interval: "epoch" or "step", for ``scheduler``.
+        schedule: built-in per-step schedule when ``scheduler`` is None: "constant", "linear" or "cosine" decay
+            after the warm-up, or "onecycle" (torch's OneCycleLR).
         warmup: fraction of the steps spent ramping the learning rate up from ``lr_start`` (a multiplier).
         lr_start: LR multiplier at step 0.
         lr_end: LR multiplier at the last step.
@@ -94,12 +76,16 @@ class ImageClassifier(L.LightningModule):
     def __init__(
         self,
         num_classes: int = 10,
+        lr: float = 0.05,
+        weight_decay: float = 5e-4,
+        momentum: float = 0.9,
+        optimizer: OptimizerName = "sgd",
         label_smoothing: float = 0.0,
-        tta: int = 0,
+        tta: Literal[0, 1, 2] = 0,
         channels_last: bool = False,
-        optimizer: OptimizerCallable = sgd,
         scheduler: LRSchedulerCallable | None = None,
-        schedule: Literal["constant", "linear", "cosine"] = "cosine",
+        scheduler_interval: SchedulerInterval = "epoch",
+        schedule: Schedule = "cosine",
         warmup: float = 0.0,
         lr_start: float = 0.0,
         lr_end: float = 0.0,
@@ -107,9 +93,10 @@ class ImageClassifier(L.LightningModule):
         init_from: str | None = None,
     ):
         super().__init__()
+        # Saves the subclass's arguments too (Lightning collects the whole __init__ chain), so subclasses never call it.
+        self.save_hyperparameters(ignore=["scheduler", "init_from"])
         self.num_classes = num_classes
         self.init_from = init_from
-        self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         metric = lambda: MulticlassAccuracy(num_classes=num_classes, average="micro")  # noqa: E731
         self.train_acc, self.val_acc, self.test_acc = metric(), metric(), metric()
@@ -132,6 +119,11 @@ class ImageClassifier(L.LightningModule):
             self.init_from = None
         if self.hparams.channels_last:
             self.to(memory_format=torch.channels_last)
+
+    def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch of ``example_input_array``'s shape: (images, class ids)."""
+        x = torch.randn_like(self.example_input_array)
+        return x, torch.arange(len(x)) % self.hparams.num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised images (B, 3, H, W) -> logits (B, num_classes)."""
@@ -165,19 +157,22 @@ class ImageClassifier(L.LightningModule):
     # asks the trainer's callbacks, in their order, through two optional methods. Nothing is stored on the model,
     # so a callback's state (a teacher, an RNG) never enters the model's checkpoint, a deepcopy (SWA/EMA) or DDP.
     def _trainer_callbacks(self, method: str) -> list:
-        trainer = self._trainer  # None when the model is used outside a Trainer
-        return [cb for cb in (trainer.callbacks if trainer is not None else []) if hasattr(cb, method)]
+        try:
+            callbacks = self.trainer.callbacks
+        except RuntimeError:  # a model used outside a Trainer (a hand-written loop) has no callbacks
+            return []
+        return [cb for cb in callbacks if hasattr(cb, method)]
 
     def transform_train_batch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Hook: each callback with ``transform_batch(trainer, pl_module, x, y) -> (x, y)`` rewrites the normalised
-        training batch before the forward pass, e.g. ``callbacks.MixUpCutMix`` (targets become (B, C) probabilities)."""
+        training batch before the forward pass, e.g. ``zoo.callbacks.MixUpCutMix`` (targets become (B, C) probabilities)."""
         for cb in self._trainer_callbacks("transform_batch"):
             x, y = cb.transform_batch(self.trainer, self, x, y)
         return x, y
 
     def training_loss(self, x: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Hook: ``self.loss(logits, y)``, then each callback with ``training_loss(trainer, pl_module, x, logits, y,
-        loss) -> loss`` may replace it, e.g. ``callbacks.Distillation`` (x: the batch the student saw)."""
+        loss) -> loss`` may replace it, e.g. ``zoo.callbacks.Distillation`` (x: the batch the student saw)."""
         loss = self.loss(logits, y)
         for cb in self._trainer_callbacks("training_loss"):
             loss = cb.training_loss(self.trainer, self, x, logits, y, loss)
@@ -208,10 +203,9 @@ class ImageClassifier(L.LightningModule):
 
     def parameter_groups(self) -> list[dict]:
         """Normalisation-layer parameters without weight decay (and at ``no_decay_lr_scale``); the rest with it.
-        A group's optional ``lr_scale`` multiplies the optimizer's learning rate for that group, and its optional
-        ``wd_scale`` the optimizer's weight decay."""
-        norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
-        norm_ids = {id(p) for m in self.modules() if isinstance(m, norm_types) for p in m.parameters()}
+        A group's optional ``lr_scale`` multiplies ``lr`` for that group, and its optional ``wd_scale`` the weight
+        decay (see ``zoo.optim.create_optimizer``)."""
+        norm_ids = {id(p) for m in self.modules() if isinstance(m, NORM_LAYERS) for p in m.parameters()}
         decay, no_decay = [], []
         for p in self.parameters():
             if p.requires_grad:
@@ -221,13 +215,5 @@ class ImageClassifier(L.LightningModule):
         return [g for g in groups if g["params"]]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        for group in optimizer.param_groups:  # a group may ask for a multiple of the optimizer's LR or decay
-            group["lr"] *= group.get("lr_scale", 1.0)
-            if "weight_decay" in group:
-                group["weight_decay"] *= group.get("wd_scale", 1.0)
-        if self.scheduler_factory is not None:
-            return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-        h = self.hparams
-        schedule = per_step_schedule(optimizer, self._trainer, h.warmup, h.lr_start, h.lr_end, h.schedule)
-        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+        return configure_optimizers(self, self.parameter_groups(), self.scheduler_factory,
+                                    self.hparams.scheduler_interval)

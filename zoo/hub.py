@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
-import inspect
 import json
-import math
 import os
 import subprocess
 import tempfile
@@ -32,12 +30,28 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 import zoo
+from zoo.errors import UserError
 
 FORMAT = "zoo-checkpoint/1"
 PUBLISHED_DIR = Path(__file__).parent / "checkpoints"
 
+# Class paths that older cards and Lightning checkpoints name, and where those classes live now (prefix -> prefix).
+RENAMED_CLASS_PATHS = {
+    "datamodules.": "zoo.datamodules.",  # the DataModules were a top-level package before zoo 0.2
+    "callbacks.": "zoo.callbacks.",
+    "zoo.cifar_cnn.CifarResNet": "zoo.cifar_resnet.CifarResNet",  # the flagship had no file of its own
+}
 
-class CheckpointError(ValueError):
+
+def current_class_path(class_path: str) -> str:
+    """``class_path`` as it is spelled today (see ``RENAMED_CLASS_PATHS``)."""
+    for old, new in RENAMED_CLASS_PATHS.items():
+        if class_path.startswith(old):
+            return new + class_path[len(old):]
+    return class_path
+
+
+class CheckpointError(UserError, ValueError):
     """A checkpoint or card that cannot be used; the message names the file and the problem."""
 
 
@@ -123,7 +137,9 @@ def resolve(source: str | os.PathLike) -> tuple[dict | None, Path]:
         card = _read_card(path)
         return card, _weights_of(card, path.parent)
     if path.suffix == ".safetensors" and path.with_suffix(".json").is_file():
-        return _read_card(path.with_suffix(".json")), path
+        card = _read_card(path.with_suffix(".json"))
+        if card["weights"]["file"] == path.name:
+            return card, _weights_of(card, path.parent)  # verified against the card's sha256
     return None, path
 
 
@@ -140,10 +156,11 @@ def _read_card(path: Path) -> dict:
 def _weights_of(card: dict, folder: Path) -> Path:
     local = folder / card["weights"]["file"]
     if local.is_file():
-        if sha256(local) != card["weights"]["sha256"]:
+        actual = sha256(local)
+        if actual != card["weights"]["sha256"]:
             raise CheckpointError(
-                f"{local}: sha256 does not match its card ({card['weights']['sha256']}); the file is corrupt or "
-                "was replaced. Re-download or re-export it."
+                f"{local}: sha256 {actual} does not match its card's {card['weights']['sha256']}; the file is "
+                "corrupt or was replaced. Re-download or re-export it."
             )
         return local
     if card["weights"].get("url"):
@@ -177,6 +194,7 @@ def _entry_for(model: str | None, class_path: str | None, hparams: dict, where: 
             return zoo.model_entry(model)
         except KeyError as err:
             raise CheckpointError(f"{where}: {err.args[0]}") from err
+    class_path = current_class_path(class_path or "")
     for name in zoo.list_models():
         entry = zoo.model_entry(name)
         if f"{entry.cls.__module__}.{entry.cls.__qualname__}" == class_path and all(
@@ -191,7 +209,7 @@ def _entry_for(model: str | None, class_path: str | None, hparams: dict, where: 
 
 def build(entry: zoo.ModelEntry, hparams: dict, overrides: dict, where: Path):
     """Instantiate a registered model from primitive hyperparameters (unknown keys are an error, not ignored)."""
-    accepted = inspect.signature(entry.cls.__init__).parameters
+    accepted = zoo.constructor_arguments(entry.cls)
     kwargs = {**entry.fixed, **{k: v for k, v in hparams.items() if not k.startswith("_")}, **overrides}
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:
@@ -252,9 +270,9 @@ def init_from(model: torch.nn.Module, source: str) -> None:
 # ----------------------------------------------------------------------------------------------- export / evaluate
 def _data_from_config(data_cfg: dict, **overrides: Any):
     """Instantiate the DataModule a card or training config names; only classes of this package are allowed."""
-    class_path = data_cfg["class_path"]
+    class_path = current_class_path(data_cfg["class_path"])
     module, _, name = class_path.rpartition(".")
-    if not module.startswith("datamodules"):
+    if module != "zoo.datamodules" and not module.startswith("zoo.datamodules."):
         raise CheckpointError(f"Refusing DataModule {class_path!r}: only classes from the zoo's datamodules package.")
     cls = getattr(importlib.import_module(module), name)
     return cls(**{**data_cfg.get("init_args", {}), **overrides})
@@ -277,17 +295,40 @@ def _git_commit() -> str | None:
         return None
 
 
+def write_atomic(path: Path, write, mode: int = 0o644) -> None:
+    """``write(tmp_path)`` into a temporary file beside ``path``, then rename it over ``path``: a killed process
+    leaves either the old file or the new one, never half of one. The file gets ``mode`` (0644: readable by all)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def export(
-    ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True, licence: str | None = None
+    ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True, licence: str | None = None,
+    force: bool = False,
 ) -> Path:
     """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a Lightning checkpoint and its run config.
-    ``licence`` states the training data's licence when the DataModule cannot (e.g. an arbitrary image folder)."""
+    ``licence`` states the training data's licence when the DataModule cannot (e.g. an arbitrary image folder).
+    An existing checkpoint of that name is replaced only with ``force``."""
     import yaml
 
-    ckpt = Path(ckpt)
+    ckpt, out_dir = Path(ckpt), Path(out_dir)
+    if not ckpt.is_file():
+        raise CheckpointError(f"No checkpoint file {ckpt}; runs keep theirs in runs/<run>/checkpoints/.")
+    existing = [p for p in (out_dir / f"{name}.json", out_dir / f"{name}.safetensors") if p.exists()]
+    if existing and not force:
+        raise CheckpointError(f"{existing[0]} exists; pick another --name, or pass --force to replace it.")
     config = Path(config) if config else ckpt.parent.parent / "config.yaml"
     if not config.is_file():
-        raise CheckpointError(f"No training config at {config}; pass --config (LightningCLI writes config.yaml).")
+        raise CheckpointError(f"No training config at {config} (LightningCLI saves config.yaml in the run folder); "
+                              "pass --config with the config the run was trained with.")
     train_cfg = yaml.safe_load(config.read_text())
     net = load(ckpt)
     data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
@@ -296,7 +337,8 @@ def export(
     metrics = run_test(net, dm) if test else {}
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / f"{name}.safetensors"
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(weights))
+    state = {k: v.contiguous() for k, v in net.state_dict().items()}
+    write_atomic(weights, lambda tmp: save_file(state, str(tmp)))
     hparams = {k: v for k, v in net.hparams.items() if not k.startswith("_")}
     entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", hparams, ckpt)
     card = {
@@ -316,7 +358,8 @@ def export(
         "zoo_version": zoo.__version__,
         "git_commit": _git_commit(),
     }
-    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2, default=str) + "\n")
+    text = json.dumps(card, indent=2, default=str) + "\n"
+    write_atomic(out_dir / f"{name}.json", lambda tmp: tmp.write_text(text))
     return out_dir / f"{name}.json"
 
 
@@ -329,44 +372,3 @@ def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None
     overrides = {"data_dir": data_dir} if data_dir else {}
     measured = run_test(net, _data_from_config(card["data"], **overrides), accelerator)
     return [(k, v, measured.get(k, float("nan"))) for k, v in card["metrics"].items()]
-
-
-def main(argv: list[str]) -> int:
-    """``zoo export`` and ``zoo evaluate``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="zoo")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    ex = sub.add_parser("export", help="Lightning .ckpt -> safetensors + model card (metrics from a test run)")
-    ex.add_argument("ckpt", type=Path)
-    ex.add_argument("--name", required=True, help="checkpoint name, e.g. cifar_resnet_cifar10")
-    ex.add_argument("--out", type=Path, default=PUBLISHED_DIR, help="output folder (default: the zoo's own)")
-    ex.add_argument("--config", type=Path, help="training config (default: config.yaml of the run)")
-    ex.add_argument("--no-test", action="store_true", help="skip the test run (card without metrics)")
-    ex.add_argument("--licence", help="licence of the training data, for the card")
-    ev = sub.add_parser("evaluate", help="re-measure a checkpoint's card metrics on its dataset")
-    ev.add_argument("source")
-    ev.add_argument("--accelerator", default="auto")
-    ev.add_argument("--data-dir", help="dataset folder (default: $ZOO_DATA_DIR, else ./data)")
-    ev.add_argument("--tolerance", type=float, default=0.001,
-                    help="exit 1 if any metric differs by more (relative for values above 1)")
-    args = parser.parse_args(argv)
-    try:
-        if args.cmd == "export":
-            card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test, licence=args.licence)
-            print(f"wrote {card} and {card.with_suffix('.safetensors')}")
-            print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
-            return 0
-        rows = evaluate(args.source, args.accelerator, args.data_dir)
-    except CheckpointError as err:
-        print(f"zoo: error: {err}")
-        return 2
-    width = max([20] + [len(k) + 2 for k, _, _ in rows])
-    print(f"{'metric':<{width}}{'card':>12}{'measured':>12}{'diff':>10}")
-    worst = 0.0
-    for k, card_v, got in rows:
-        # Relative to the card's value above 1 (a VAE's ~99 nats with a sampled latent varies in the 5th digit).
-        err = abs(card_v - got) / max(1.0, abs(card_v))
-        worst = max(worst, err) if not math.isnan(got) else math.inf  # nan: metric not measured
-        print(f"{k:<{width}}{card_v:>12.4f}{got:>12.4f}{got - card_v:>+10.4f}")
-    return 0 if worst <= args.tolerance else 1

@@ -23,21 +23,14 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.cli import LRSchedulerCallable
 from torch import nn
 from torchmetrics import MeanMetric
 
 from zoo import register_model
-from zoo.classifier import per_step_schedule
+from zoo.optim import OptimizerName, Schedule, SchedulerInterval, configure_optimizers
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]  # GRU: h; LSTM: (h, c); each (layers, B, hidden)
-
-
-def adamw(
-    params, lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0.01
-) -> torch.optim.AdamW:
-    """Default optimizer: AdamW (decay applies to the groups that ask for it, see ``parameter_groups``)."""
-    return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
 
 
 class _Fp32OnCpusWithoutBf16:
@@ -54,7 +47,13 @@ class _Fp32OnCpusWithoutBf16:
 
 @functools.cache
 def _cpu_has_bf16() -> bool:
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Can oneDNN run an LSTM in bf16 on this CPU? Asked by trying (torch has no public query for it)."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            nn.LSTM(4, 4, batch_first=True)(torch.zeros(1, 2, 4))
+        return True
+    except RuntimeError:
+        return False
 
 
 class LSTM(_Fp32OnCpusWithoutBf16, nn.LSTM):
@@ -112,7 +111,8 @@ class CharRNN(nn.Module):
         return self.decoder(self.drop(out)), state  # (B, T, V)
 
 
-@register_model("char_lstm", description="Character-level LSTM/GRU language model with truncated BPTT (char-rnn)")
+@register_model("char_lstm", description="Character-level LSTM/GRU language model with truncated BPTT (char-rnn)",
+                tiny={"vocab": "abcdef", "embed_dim": 8, "hidden_size": 16, "num_layers": 2})
 class CharLSTM(L.LightningModule):
     """Character-level recurrent language model (Karpathy's char-rnn) trained with truncated BPTT.
 
@@ -124,9 +124,14 @@ class CharLSTM(L.LightningModule):
         num_layers: stacked recurrent layers.
         dropout: on the embeddings, between recurrent layers and before the decoder.
         tie_weights: share the embedding and decoder matrices (needs ``embed_dim == hidden_size``).
-        optimizer: called with the parameter groups (no weight decay on biases and embeddings).
-        scheduler: called with the optimizer; stepped every epoch. Overrides ``schedule``.
-        schedule: built-in per-step schedule when ``scheduler`` is None: "constant", "linear" or "cosine" decay.
+        lr: peak learning rate.
+        weight_decay: decay of the weight matrices (none on biases and embeddings).
+        betas: the Adam-family optimizers' betas.
+        optimizer: a ``zoo.optim`` name ("adamw", "adam", "radam", "ranger", "lamb", "sgd", ...).
+        scheduler: called with the optimizer, stepped every ``scheduler_interval``. Overrides ``schedule``.
+        scheduler_interval: "epoch" or "step", for ``scheduler``.
+        schedule: built-in per-step schedule when ``scheduler`` is None: "constant", "linear" or "cosine" decay
+            after the warm-up, or "onecycle".
         warmup: fraction of the steps spent ramping the learning rate up from 0.
         lr_end: learning-rate multiplier at the last step.
     """
@@ -140,15 +145,19 @@ class CharLSTM(L.LightningModule):
         num_layers: int = 3,
         dropout: float = 0.25,
         tie_weights: bool = False,
-        optimizer: OptimizerCallable = adamw,
+        lr: float = 2e-3,
+        weight_decay: float = 0.01,
+        betas: tuple[float, float] = (0.9, 0.99),
+        optimizer: OptimizerName = "adamw",
         scheduler: LRSchedulerCallable | None = None,
-        schedule: Literal["constant", "linear", "cosine"] = "cosine",
+        scheduler_interval: SchedulerInterval = "epoch",
+        schedule: Schedule = "cosine",
         warmup: float = 0.02,
         lr_end: float = 0.1,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer", "scheduler"])
-        self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        self.save_hyperparameters(ignore=["scheduler"])
+        self.scheduler_factory = scheduler
         self.net: CharRNN | None = None
         if vocab:
             self._build(vocab)
@@ -162,7 +171,7 @@ class CharLSTM(L.LightningModule):
         self.net = CharRNN(len(vocab), h.cell, h.embed_dim, h.hidden_size, h.num_layers, h.dropout, h.tie_weights)
 
     def setup(self, stage: str) -> None:
-        data_vocab = getattr(self.trainer.datamodule, "vocab", None) if self._trainer is not None else None
+        data_vocab = getattr(self.trainer.datamodule, "vocab", None)  # setup() is a Trainer hook
         if not self.hparams.vocab and data_vocab:
             self._build(data_vocab)
         elif data_vocab and data_vocab != self.hparams.vocab:
@@ -175,6 +184,11 @@ class CharLSTM(L.LightningModule):
             self._build(vocab)
         elif vocab != self.hparams.vocab:
             raise ValueError("The checkpoint's vocabulary differs from the model's; it was trained on another corpus.")
+
+    def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch: (input ids, next-character ids), each (2, 10)."""
+        vocab = len(self.hparams.vocab)
+        return torch.randint(0, vocab, (2, 10)), torch.randint(0, vocab, (2, 10))
 
     def forward(self, ids: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         """Ids (B, T), optional state -> logits (B, T, V) and the state after the last character."""
@@ -261,10 +275,6 @@ class CharLSTM(L.LightningModule):
         return [{"params": decay}, {"params": [p for p in self.parameters() if id(p) in no_decay], "weight_decay": 0.0}]
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameter_groups())
-        if self.scheduler_factory is not None:
-            return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer)}
-        h = self.hparams
-        schedule = per_step_schedule(optimizer, self._trainer, h.warmup, 0.0, h.lr_end, h.schedule)
-        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+        return configure_optimizers(self, self.parameter_groups(), self.scheduler_factory,
+                                    self.hparams.scheduler_interval)
 

@@ -20,13 +20,12 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MetricCollection
-from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchmetrics import MetricCollection
 
 from zoo import register_model
-from zoo.dcgan import adam_dcgan, discriminator_loss, generator_loss
+from zoo.gan import discriminator_loss, gan_init, gan_optimizers, generator_loss
+from zoo.metrics import image_metrics, to_unit
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -91,29 +90,8 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([a, b], 1))
 
 
-def pix2pix_init(module: nn.Module) -> None:
-    """The reference code's init: conv weights N(0, 0.02), BatchNorm scales N(1, 0.02), zero biases."""
-    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
-        nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.BatchNorm2d):
-        nn.init.normal_(module.weight, 1.0, 0.02)
-        nn.init.zeros_(module.bias)
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1], float32."""
-    return ((x.float() + 1) / 2).clamp(0, 1)
-
-
-def metrics(prefix: str) -> MetricCollection:
-    """L1, PSNR (mean over images) and SSIM of [0, 1] images."""
-    return MetricCollection({"l1": MeanAbsoluteError(), "psnr": PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)),
-                             "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)}, prefix=prefix)
-
-
-@register_model("pix2pix", description="Pix2Pix (Isola et al. 2017): U-Net + 70x70 PatchGAN, manual optimization")
+@register_model("pix2pix", description="Pix2Pix (Isola et al. 2017): U-Net + 70x70 PatchGAN, manual optimization",
+                tiny={"image_size": 32, "gen_width": 4, "disc_width": 4})
 class Pix2Pix(L.LightningModule):
     """Conditional GAN for paired image-to-image translation. Batches are ``(A, B[, names])`` in [-1, 1].
 
@@ -126,8 +104,8 @@ class Pix2Pix(L.LightningModule):
         norm: "batch" (the paper) or "instance".
         dropout: dropout in the U-Net's wide inner decoder levels (the paper's noise source).
         lambda_l1: weight of the L1 term in the generator loss (the paper: 100).
-        generator_optimizer: called with the generator's parameters.
-        discriminator_optimizer: called with the discriminator's parameters.
+        lr: Adam's learning rate, both nets (the paper: 2e-4).
+        beta1: Adam's beta1, both nets (the paper: 0.5).
     """
 
     def __init__(
@@ -140,22 +118,27 @@ class Pix2Pix(L.LightningModule):
         norm: Literal["batch", "instance"] = "batch",
         dropout: float = 0.5,
         lambda_l1: float = 100.0,
-        generator_optimizer: OptimizerCallable = adam_dcgan,
-        discriminator_optimizer: OptimizerCallable = adam_dcgan,
+        lr: float = 2e-4,
+        beta1: float = 0.5,
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["generator_optimizer", "discriminator_optimizer"])
+        self.save_hyperparameters()
         self.automatic_optimization = False
-        self.g_optimizer_factory, self.d_optimizer_factory = generator_optimizer, discriminator_optimizer
         self.generator = UNetGenerator(in_channels, out_channels, gen_width, image_size, norm, dropout)
         self.discriminator = PatchDiscriminator(in_channels + out_channels, disc_width, norm)
-        self.generator.apply(pix2pix_init)
-        self.discriminator.apply(pix2pix_init)
-        self.val_metrics, self.val_baseline = metrics("val/"), metrics("val/baseline_")
-        self.test_metrics, self.test_baseline = metrics("test/"), metrics("test/baseline_")
+        self.generator.apply(gan_init)
+        self.discriminator.apply(gan_init)
+        self.val_metrics, self.val_baseline = image_metrics("val/"), image_metrics("val/baseline_")
+        self.test_metrics, self.test_baseline = image_metrics("test/"), image_metrics("test/baseline_")
         self.example_input_array = torch.zeros(1, in_channels, image_size, image_size)
 
     # ----------------------------------------------------------------------------------------------- inference
+    def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch: (A, B) pairs of 2 images in [-1, 1]."""
+        h = self.hparams
+        size = (2, h.image_size, h.image_size)
+        return torch.rand(size[0], h.in_channels, *size[1:]) * 2 - 1, torch.rand(size[0], h.out_channels, *size[1:]) * 2 - 1
+
     def forward(self, a: torch.Tensor) -> torch.Tensor:
         """A (B, in_channels, H, W) in [-1, 1], H and W multiples of ``2**levels`` -> B in [-1, 1]."""
         return self.generator(a)
@@ -171,7 +154,7 @@ class Pix2Pix(L.LightningModule):
         return {"translation": torch.stack([show(a), show(self(a)), show(b)], 1).flatten(0, 1)}
 
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self.trainer.datamodule  # setup() is a Trainer hook
         channels = getattr(dm, "channels", None)
         if channels is not None and channels != (self.hparams.in_channels, self.hparams.out_channels):
             raise ValueError(
@@ -204,8 +187,7 @@ class Pix2Pix(L.LightningModule):
         self.log_dict({"train/loss_gan": loss_gan, "train/l1": loss_l1})
 
     def configure_optimizers(self):
-        return [self.g_optimizer_factory(self.generator.parameters()),
-                self.d_optimizer_factory(self.discriminator.parameters())]
+        return gan_optimizers(self.generator, self.discriminator, self.hparams.lr, self.hparams.beta1)
 
     # ------------------------------------------------------------------------------------------------ evaluation
     def _evaluate(self, batch, model_metrics: MetricCollection, baseline_metrics: MetricCollection) -> None:
@@ -223,7 +205,7 @@ class Pix2Pix(L.LightningModule):
         self._evaluate(batch, self.test_metrics, self.test_baseline)
 
     def predict_step(self, batch, batch_idx: int) -> dict:
-        """Translated images in [0, 1] and, when the batch carries them, file names (for ``callbacks.ImageWriter``)."""
+        """Translated images in [0, 1] and, when the batch carries them, file names (for ``zoo.callbacks.ImageWriter``)."""
         a = batch[0] if isinstance(batch, (list, tuple)) else batch
         names = list(batch[2]) if isinstance(batch, (list, tuple)) and len(batch) > 2 else None
         return {"images": to_unit(self(a)), "names": names}

@@ -21,16 +21,10 @@ from typing import Literal
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.cli import OptimizerCallable
 from torch import nn
 
 from zoo import register_model
-from zoo.classifier import per_step_schedule
-
-
-def adam(params, lr: float = 1e-3) -> torch.optim.Adam:
-    """Default optimizer: Adam at 1e-3."""
-    return torch.optim.Adam(params, lr=lr)
+from zoo.optim import OptimizerName, Schedule, configure_optimizers
 
 
 def bernoulli_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -100,7 +94,8 @@ class Decoder(nn.Module):
         return self.net(h)
 
 
-@register_model("vae", description="Convolutional β-VAE (or plain/denoising autoencoder), Bernoulli likelihood")
+@register_model("vae", description="Convolutional β-VAE (or plain/denoising autoencoder), Bernoulli likelihood",
+                tiny={"widths": [4, 8], "hidden": 16, "latent_dim": 4})
 class VAE(L.LightningModule):
     """Convolutional VAE; ``beta`` != 1 gives a β-VAE, ``kind="ae"`` a plain autoencoder, ``noise_std`` > 0 a
     denoising one (the encoder sees x + N(0, noise_std²), clipped to [0, 1]; the loss scores the clean x).
@@ -117,8 +112,10 @@ class VAE(L.LightningModule):
         noise_std: std of the Gaussian input corruption during training (denoising); 0 disables it.
         channels: image channels.
         image_size: image side in pixels.
-        optimizer: called with the parameters.
-        schedule: learning rate per step: "constant", or "cosine" decay to 0 over the run's steps.
+        lr: learning rate (peak, with a schedule).
+        optimizer: a ``zoo.optim`` name ("adam", "adamw", "radam", ...).
+        schedule: learning rate per step: "constant", or "cosine"/"linear" decay to 0 over the run's steps, or
+            "onecycle".
     """
 
     def __init__(
@@ -132,14 +129,14 @@ class VAE(L.LightningModule):
         noise_std: float = 0.0,
         channels: int = 1,
         image_size: int = 28,
-        optimizer: OptimizerCallable = adam,
-        schedule: Literal["constant", "cosine"] = "constant",
+        lr: float = 1e-3,
+        optimizer: OptimizerName = "adam",
+        schedule: Schedule = "constant",
     ):
         super().__init__()
-        self.save_hyperparameters(ignore=["optimizer"])
+        self.save_hyperparameters()
         if image_size % 2 ** len(widths):
             raise ValueError(f"image_size {image_size} must be divisible by 2**len(widths) = {2 ** len(widths)}.")
-        self.optimizer_factory = optimizer
         self.encoder = Encoder(channels, image_size, list(widths), hidden, latent_dim, depth)
         self.decoder = Decoder(channels, image_size, list(widths), hidden, latent_dim, depth)
         self.latent_shape = (latent_dim,)  # for the ImageGrid callback's fixed noise
@@ -154,6 +151,11 @@ class VAE(L.LightningModule):
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Latents (B, latent_dim) -> Bernoulli logits (B, C, S, S)."""
         return self.decoder(z)
+
+    def example_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random training batch: (4 images in [0, 1], labels)."""
+        h = self.hparams
+        return torch.rand(4, h.channels, h.image_size, h.image_size), torch.zeros(4, dtype=torch.long)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Reconstruction (Bernoulli means in [0, 1]) from the posterior mean."""
@@ -239,6 +241,4 @@ class VAE(L.LightningModule):
         return self.reconstruct(self._images(batch))
 
     def configure_optimizers(self):
-        optimizer = self.optimizer_factory(self.parameters())
-        schedule = per_step_schedule(optimizer, self._trainer, 0.0, 1.0, 0.0, self.hparams.schedule)
-        return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
+        return configure_optimizers(self, self.parameters())

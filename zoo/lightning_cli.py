@@ -1,0 +1,96 @@
+"""LightningCLI as the zoo sets it up: any registered LightningModule and any LightningDataModule by short name,
+W&B offline by itself when it cannot be reached, the resolved config saved with every run.
+
+Usage (through the ``zoo`` command, see zoo/cli.py):
+    zoo fit --config configs/cifar_resnet.yaml
+    zoo fit --model CifarCNN --data CIFAR10DataModule --trainer.max_epochs 1
+    zoo fit --config configs/vae_mnist.yaml --config configs/logger/wandb.yaml   # W&B; offline without key/network
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+import zoo
+import zoo.callbacks  # noqa: F401  (makes the zoo's callbacks resolvable by short name)
+import zoo.datamodules  # noqa: F401
+from zoo.callbacks.wandb_tools import WandbRun, choose_mode, run_id_from_checkpoint
+
+
+class ZooCLI(LightningCLI):
+    """LightningCLI in subclass mode: any registered LightningModule and any LightningDataModule by short name."""
+
+    def __init__(self, args=None, **kwargs):
+        if torch.cuda.is_available():
+            torch.set_float32_matmul_precision("high")
+        zoo.register_all()  # every architecture importable by its short class name
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            save_config_callback=ZooSaveConfig,
+            save_config_kwargs={"overwrite": True},
+            args=args,
+            **kwargs,
+        )
+
+    def before_instantiate_classes(self) -> None:
+        """Loggers save under ``trainer.default_root_dir`` (W&B: else ``runs/``); a W&B logger goes offline by
+        itself when W&B can't be reached and, given ``--ckpt_path``, continues the run whose id the checkpoint holds."""
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        loggers = cfg.trainer.logger
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        for logger in (lg for lg in loggers if hasattr(lg, "init_args")):
+            args = logger.init_args
+            wandb = logger.class_path.endswith("WandbLogger")
+            if args.get("save_dir") == ".":
+                # W&B's checkpoints go to <save_dir>/<project>/<run id>: "./zoo/..." would land in the package
+                args.save_dir = cfg.trainer.default_root_dir or ("runs" if wandb else ".")
+            if not wandb:
+                continue
+            if rank_zero_only.rank == 0 and not args.get("offline") and args.get("mode") is None:
+                choose_mode()
+            ckpt = cfg.get("ckpt_path")
+            if ckpt and Path(ckpt).is_file() and not (args.get("id") or args.get("version")):
+                args.id = run_id_from_checkpoint(ckpt)
+                args.resume = "allow"
+
+    def instantiate_trainer(self, **kwargs):
+        """With a W&B logger, add :class:`WandbRun` (run id in checkpoints, model artifact) and a learning-rate
+        monitor, unless the config already has them."""
+        cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        trainer_cfg = cfg.get("trainer") or {}
+        loggers = trainer_cfg.get("logger")
+        loggers = loggers if isinstance(loggers, list) else [loggers]
+        cbs = trainer_cfg.get("callbacks") or []
+        cbs = list(cbs if isinstance(cbs, list) else [cbs])
+        if any(isinstance(lg, WandbLogger) for lg in loggers):
+            for cls in (WandbRun, LearningRateMonitor):
+                if not any(isinstance(cb, cls) for cb in cbs):
+                    cbs.append(cls())
+        return super().instantiate_trainer(callbacks=cbs, **kwargs)
+
+
+class ZooSaveConfig(SaveConfigCallback):
+    """Saves config.yaml in the log dir and, for a W&B logger, also in the run's own folder (next to
+    ``checkpoints/``, where ``zoo export`` looks) and as the run's W&B config (the full resolved CLI config)."""
+
+    def save_config(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        for logger in trainer.loggers:
+            if not isinstance(logger, WandbLogger):
+                continue
+            run = logger.experiment
+            folder = Path(logger.save_dir or ".") / str(logger.name) / str(run.id)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, folder / self.config_filename, skip_none=False, overwrite=True)
+            resolved = yaml.safe_load(self.parser.dump(self.config, skip_none=False, format="yaml"))
+            run.config.update(resolved, allow_val_change=True)

@@ -1,0 +1,117 @@
+"""The zoo's training recipe in one place: a named optimizer (timm's factory) and a per-step learning-rate schedule.
+
+Usage:
+    def configure_optimizers(self):              # in a model whose hparams hold the recipe's arguments
+        return configure_optimizers(self, self.parameters())
+
+A model's recipe arguments are plain constructor arguments (``lr``, ``weight_decay``, ``momentum``, ``optimizer``,
+``schedule``, ``warmup``, ``lr_start``, ``lr_end``), so ``--model.lr 0.1`` works and Lightning's learning-rate finder
+can set ``lr``. Parameter groups may carry ``lr_scale`` / ``wd_scale`` (multiples of the model's ``lr`` and
+``weight_decay``); a group's own ``weight_decay`` (0 for norm layers) is kept.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Literal
+
+import torch
+
+OptimizerName = Literal["sgd", "momentum", "adam", "adamw", "radam", "ranger", "lamb", "rmsprop"]
+Schedule = Literal["constant", "linear", "cosine", "onecycle"]
+SchedulerInterval = Literal["epoch", "step"]
+
+# The zoo's names -> timm.optim names ("sgd" is Nesterov SGD, as in timm; "ranger" = RAdam + Lookahead).
+TIMM_NAMES = {"sgd": "sgd", "momentum": "momentum", "adam": "adam", "adamw": "adamw", "radam": "radam",
+              "ranger": "lookahead_radam", "lamb": "lamb", "rmsprop": "rmsprop"}
+SCHEDULES = ("constant", "linear", "cosine", "onecycle")
+
+
+def create_optimizer(params: Iterable, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
+                     betas: tuple[float, float] | None = None):
+    """A timm optimizer (``timm.optim.create_optimizer_v2``) over ``params`` (tensors or parameter groups).
+
+    Groups may hold ``lr_scale`` and ``wd_scale``: that group's LR and weight decay become multiples of ``lr`` and
+    ``weight_decay`` (a group's explicit ``weight_decay`` is scaled the same way)."""
+    if name not in TIMM_NAMES:
+        raise ValueError(f"Unknown optimizer {name!r}; choose one of {', '.join(TIMM_NAMES)}.")
+    from timm.optim import create_optimizer_v2  # imported on use: `import zoo` stays light
+
+    groups = list(params)
+    if groups and not isinstance(groups[0], dict):
+        groups = [{"params": groups}]
+    for group in groups:
+        group["lr"] = lr * group.get("lr_scale", 1.0)
+        group["weight_decay"] = group.get("weight_decay", weight_decay) * group.get("wd_scale", 1.0)
+    extra = {"momentum": momentum} if name in ("sgd", "momentum", "rmsprop") else {}
+    if betas is not None and name not in ("sgd", "momentum", "rmsprop"):
+        extra["betas"] = tuple(betas)
+    return create_optimizer_v2(groups, opt=TIMM_NAMES[name], lr=lr, weight_decay=weight_decay, **extra)
+
+
+def warmup_decay(step: int, total: int, warmup: float, start: float, end: float, shape: str) -> float:
+    """LR multiplier: linear ramp ``start -> 1`` over ``warmup * total`` steps, then ``1 -> end`` (linear or cosine)
+    or 1 throughout ("constant")."""
+    if shape not in ("constant", "linear", "cosine"):
+        raise ValueError(f"Unknown schedule shape {shape!r}; choose constant, linear or cosine.")
+    peak = int(warmup * total)
+    if step < peak:
+        return start + (1 - start) * step / peak
+    t = min(1.0, (step - peak) / max(1, total - peak))
+    if shape == "cosine":
+        return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
+    if shape == "linear":
+        return 1 + (end - 1) * t
+    return 1.0
+
+
+def _run_length(module) -> float | None:
+    """Optimizer steps of the run ``module`` is being fitted in; None outside a Trainer."""
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # not attached to a Trainer (a hand-written loop)
+        return None
+    return trainer.estimated_stepping_batches if trainer is not None else None
+
+
+def per_step_schedule(optimizer, module, warmup: float, start: float, end: float, shape: str) -> dict | None:
+    """Lightning ``lr_scheduler`` config stepping every optimizer step over the run's length: ``warmup_decay`` for
+    constant/linear/cosine, torch's ``OneCycleLR`` (peak = each group's LR, 30 % warm-up unless ``warmup``) for
+    "onecycle". None when the LR is constant or the run has no length (bounded by time only). ``module`` may be
+    outside a Trainer (a hand-written loop) only when the LR is constant."""
+    if shape not in SCHEDULES:
+        raise ValueError(f"Unknown schedule {shape!r}; choose one of {', '.join(SCHEDULES)}.")
+    if shape == "constant" and warmup == 0:
+        return None
+    total = _run_length(module)
+    if total is None:
+        raise RuntimeError(f"The {shape!r} learning-rate schedule (warm-up {warmup}) needs the run's length from a "
+                           "Trainer: call configure_optimizers() under Trainer.fit, or pass schedule='constant', "
+                           "warmup=0 to use the model in your own loop.")
+    if not math.isfinite(total):
+        return None
+    total = max(1, int(total))
+    if shape == "onecycle":
+        peaks = [g["lr"] for g in optimizer.param_groups]
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total,
+                                                        pct_start=warmup or 0.3, cycle_momentum=False)
+    else:
+        fn = lambda step: warmup_decay(step, total, warmup, start, end, shape)  # noqa: E731
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
+    return {"scheduler": scheduler, "interval": "step"}
+
+
+def configure_optimizers(module, params: Iterable, scheduler=None, interval: str = "epoch") -> Any:
+    """What a zoo model's ``configure_optimizers`` returns: the optimizer its hparams name over ``params`` and either
+    ``scheduler`` (a user's ``LRSchedulerCallable``, stepped every ``interval``) or the built-in per-step schedule.
+
+    Reads ``module.hparams``: optimizer, lr and, when present, schedule, weight_decay, momentum, betas, warmup,
+    lr_start, lr_end."""
+    h = module.hparams
+    optimizer = create_optimizer(params, h.optimizer, h.lr, h.get("weight_decay", 0.0), h.get("momentum", 0.9),
+                                 h.get("betas"))
+    if scheduler is not None:
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler(optimizer), "interval": interval}}
+    schedule = per_step_schedule(optimizer, module, h.get("warmup", 0.0), h.get("lr_start", 0.0),
+                                 h.get("lr_end", 0.0), h.get("schedule", "constant"))
+    return optimizer if schedule is None else {"optimizer": optimizer, "lr_scheduler": schedule}
