@@ -5,12 +5,15 @@ Stackable presets: zoo fit --config configs/cifar_cnn.yaml --config configs/call
 
 from zoo.callbacks.averaging_check import AveragingCheck
 from zoo.callbacks.distillation import Distillation
+from zoo.callbacks.finite_loss import FiniteLoss
 from zoo.callbacks.image_grid import ImageGrid
 from zoo.callbacks.image_writer import ImageWriter
+from zoo.callbacks.last_checkpoint import LastCheckpoint
 from zoo.callbacks.mixup import MixUpCutMix
 from zoo.callbacks.predictions import PrintTopK
 from zoo.callbacks.print_predictions import PrintPredictions
 from zoo.callbacks.text_samples import TextSamples
 from zoo.callbacks.wandb_tools import WandbRun
 
-__all__ = ["AveragingCheck", "Distillation", "ImageGrid", "ImageWriter", "MixUpCutMix", "PrintPredictions", "PrintTopK", "TextSamples", "WandbRun"]
+__all__ = ["AveragingCheck", "Distillation", "FiniteLoss", "ImageGrid", "ImageWriter", "LastCheckpoint", "MixUpCutMix",
+           "PrintPredictions", "PrintTopK", "TextSamples", "WandbRun"]

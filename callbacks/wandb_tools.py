@@ -10,6 +10,7 @@ Offline runs land in ``<save_dir>/wandb/offline-run-*``; upload them later with 
 
 from __future__ import annotations
 
+import netrc
 import os
 import socket
 import threading
@@ -31,11 +32,11 @@ def has_api_key(base_url: str) -> bool:
     """True if wandb would find credentials: ``WANDB_API_KEY``, an identity token file, or a netrc entry."""
     if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
-    try:
-        from wandb.sdk.lib.wbauth import read_netrc_auth
-
-        return read_netrc_auth(host=base_url) is not None
-    except Exception:  # a malformed netrc or a wandb without this helper: no usable key
+    try:  # the netrc file wandb login writes (stdlib parser: wandb's own reader is private API)
+        path = os.environ.get("NETRC") or None
+        host = urllib.parse.urlsplit(base_url).hostname
+        return netrc.netrc(path).authenticators(host) is not None
+    except (OSError, netrc.NetrcParseError):  # no netrc, or a malformed one: no usable key
         return False
 
 

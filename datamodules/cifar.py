@@ -113,7 +113,7 @@ def load_cached(kind: str, root: Path, cache: Path) -> dict[str, np.ndarray]:
     path = cache / f"cifar10-{_fingerprint(kind, root)}.npz"
     if path.is_file():
         try:
-            with np.load(path, allow_pickle=False) as z:
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # f: closed even if np.load fails
                 return {k: z[k] for k in z.files}
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a damaged cache is rebuilt, never trusted
             print(f"zoo: ignoring unreadable cache {path} ({err}); decoding again")

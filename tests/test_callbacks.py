@@ -121,7 +121,7 @@ def teacher_card(cifar_folder, tmp_path, monkeypatch):
     assert main(["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", "--data.val_size", "10",
                  "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
                  "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0
-    (ckpt,) = root.glob("lightning_logs/version_0/checkpoints/*.ckpt")
+    (ckpt,) = root.glob("cifarcnn/version_0/checkpoints/*.ckpt")
     return hub.export(ckpt, "teacher", tmp_path / "published", test=False)
 
 

@@ -57,7 +57,7 @@ def test_ddp_two_processes_on_cpu(cifar_folder, tmp_path):
     run = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    ckpts = list(tmp_path.glob("lightning_logs/version_*/checkpoints/*.ckpt"))
+    ckpts = list(tmp_path.glob("cifarresnet/version_*/checkpoints/*.ckpt"))
     assert ckpts, "rank 0 saved no checkpoint"
 
 

@@ -47,7 +47,7 @@ def test_lookahead_ends_on_the_averaged_weights_and_resumes(cifar_folder, tmp_pa
     assert set(saved["lookahead"]) == set(slow)
     resumed = zoo.get_model("cifar_resnet", widths=(8, 16, 16), tta=0)
     trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False,
-                        enable_checkpointing=False, default_root_dir=tmp_path)
+                        callbacks=[ModelCheckpoint(dirpath=tmp_path / "resumed")], default_root_dir=tmp_path)
     trainer.fit(resumed, dm, ckpt_path=ckpt.best_model_path)
     assert resumed._slow is not None and trainer.global_step == 45
 
@@ -73,6 +73,7 @@ def test_flagship_config_validates_on_its_final_step(cifar_folder, tmp_path):
                  "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
                  "--trainer.logger", "CSVLogger", "--trainer.logger.save_dir", str(root),
                  "--trainer.default_root_dir", str(root)]) == 0
-    rows = list(csv.DictReader(next(root.rglob("metrics.csv")).open()))
+    with next(root.rglob("metrics.csv")).open() as f:
+        rows = list(csv.DictReader(f))
     val_steps = [int(r["step"]) for r in rows if r.get("val/acc")]
     assert val_steps == [4, 9]  # after steps 5 and 10 (0-based), the second one mid-epoch, at the end of training

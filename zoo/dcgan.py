@@ -196,14 +196,22 @@ class DCGAN(L.LightningModule):
             features = self._features.to(self.device)
             self._fd = {k: frechet_metric(features).to(self.device) for k in ("model", "floor")}
 
+    def _discriminator_probs(self, stage: str, real: torch.Tensor, fake: torch.Tensor) -> None:
+        self.log(f"{stage}/d_real_prob", torch.sigmoid(self.discriminator(real).float()).mean(), sync_dist=True)
+        self.log(f"{stage}/d_fake_prob", torch.sigmoid(self.discriminator(fake).float()).mean(), sync_dist=True)
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        """D's mean output on held-out real images and as many generated ones (a GAN's losses say little more)."""
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        self._discriminator_probs("val", real, self.sample(len(real)))
+
     def test_step(self, batch, batch_idx: int) -> None:
         """D's mean output on real and generated test-size batches; with features attached, two Fréchet distances
         at equal sizes: even test batches (reference) vs as many generated images (``test/frechet_distance``), and
         vs the odd test batches (``test/frechet_distance_floor``, the real-vs-real floor)."""
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         fake = self.sample(len(real), self._test_noise)
-        self.log("test/d_real_prob", torch.sigmoid(self.discriminator(real).float()).mean(), sync_dist=True)
-        self.log("test/d_fake_prob", torch.sigmoid(self.discriminator(fake).float()).mean(), sync_dist=True)
+        self._discriminator_probs("test", real, fake)
         if not self._fd:
             return
         if batch_idx % 2 == 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 import lightning as L
 import torch
 import yaml
+from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
@@ -22,7 +23,19 @@ from lightning.pytorch.utilities import rank_zero_only
 import zoo
 import zoo.callbacks  # noqa: F401  (makes the zoo's callbacks resolvable by short name)
 import zoo.datamodules  # noqa: F401
+from zoo.callbacks.finite_loss import FiniteLoss
+from zoo.callbacks.last_checkpoint import LastCheckpoint
 from zoo.callbacks.wandb_tools import WandbRun, choose_mode, run_id_from_checkpoint
+
+
+def run_name(cfg) -> str:
+    """A run's folder name: its first config file's stem (``cifar_cnn`` for configs/cifar_cnn.yaml), else the model's
+    class name in lower case."""
+    configs = [Path(str(c)) for c in (cfg.get("config") or [])]
+    model_configs = [c for c in configs if c.parent.name not in ("trainer", "callbacks", "logger")]
+    if model_configs:
+        return model_configs[0].stem
+    return str(cfg.model.class_path).rsplit(".", 1)[-1].lower() if cfg.get("model") else "run"
 
 
 class ZooCLI(LightningCLI):
@@ -39,14 +52,21 @@ class ZooCLI(LightningCLI):
             subclass_mode_data=True,
             save_config_callback=ZooSaveConfig,
             save_config_kwargs={"overwrite": True},
+            seed_everything_default=0,  # reproducible unless a config or --seed_everything says otherwise
             args=args,
             **kwargs,
         )
 
     def before_instantiate_classes(self) -> None:
-        """Loggers save under ``trainer.default_root_dir`` (W&B: else ``runs/``); a W&B logger goes offline by
-        itself when W&B can't be reached and, given ``--ckpt_path``, continues the run whose id the checkpoint holds."""
+        """Every run gets one folder, ``runs/<config or model>/version_N/`` (``trainer.default_root_dir`` replaces
+        ``runs``) holding its config.yaml, metrics.csv, checkpoints/ and images/; never the current folder.
+        A W&B logger goes offline by itself when W&B can't be reached and, given ``--ckpt_path``, continues the run
+        whose id the checkpoint holds."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        cfg.trainer.default_root_dir = cfg.trainer.default_root_dir or "runs"
+        if cfg.trainer.logger in (None, True):  # Lightning's default: TensorBoard if installed, else CSV in cwd
+            cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
+                save_dir=cfg.trainer.default_root_dir, name=run_name(cfg)))
         loggers = cfg.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         for logger in (lg for lg in loggers if hasattr(lg, "init_args")):
@@ -54,7 +74,7 @@ class ZooCLI(LightningCLI):
             wandb = logger.class_path.endswith("WandbLogger")
             if args.get("save_dir") == ".":
                 # W&B's checkpoints go to <save_dir>/<project>/<run id>: "./zoo/..." would land in the package
-                args.save_dir = cfg.trainer.default_root_dir or ("runs" if wandb else ".")
+                args.save_dir = cfg.trainer.default_root_dir
             if not wandb:
                 continue
             if rank_zero_only.rank == 0 and not args.get("offline") and args.get("mode") is None:
@@ -65,18 +85,21 @@ class ZooCLI(LightningCLI):
                 args.resume = "allow"
 
     def instantiate_trainer(self, **kwargs):
-        """With a W&B logger, add :class:`WandbRun` (run id in checkpoints, model artifact) and a learning-rate
-        monitor, unless the config already has them."""
+        """Every fit keeps ``last.ckpt`` and stops on a non-finite loss (``LastCheckpoint``, ``FiniteLoss``); with a
+        W&B logger, also :class:`WandbRun` (run id in checkpoints, model artifact) and a learning-rate monitor;
+        each unless the config already has one."""
         cfg = self.config_init[self.subcommand] if self.subcommand else self.config_init
         trainer_cfg = cfg.get("trainer") or {}
         loggers = trainer_cfg.get("logger")
         loggers = loggers if isinstance(loggers, list) else [loggers]
         cbs = trainer_cfg.get("callbacks") or []
         cbs = list(cbs if isinstance(cbs, list) else [cbs])
+        wanted = [LastCheckpoint, FiniteLoss] if self.subcommand in ("fit", None) else []
         if any(isinstance(lg, WandbLogger) for lg in loggers):
-            for cls in (WandbRun, LearningRateMonitor):
-                if not any(isinstance(cb, cls) for cb in cbs):
-                    cbs.append(cls())
+            wanted += [WandbRun, LearningRateMonitor]
+        for cls in wanted:
+            if not any(isinstance(cb, cls) for cb in cbs):
+                cbs.append(cls())
         return super().instantiate_trainer(callbacks=cbs, **kwargs)
 
 

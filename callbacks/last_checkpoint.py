@@ -1,0 +1,76 @@
+"""``last.ckpt``: the whole state of a run (weights, optimizer, schedulers, loop position, callbacks), kept fresh.
+
+Usage: in every config of configs/ (and added by ``zoo fit`` when a config has none); or
+    trainer = L.Trainer(callbacks=[LastCheckpoint(every_n_train_steps=200)])
+    zoo fit --config configs/cifar_cnn.yaml --ckpt_path runs/cifar_cnn/version_0/checkpoints/last.ckpt   # resume
+
+Written every ``every_n_train_steps`` optimizer steps, at the end of every training epoch, when fit ends (however
+short the run) and when the run is stopped by SIGTERM or Ctrl-C after its current step, so a resume loses nothing
+after a signal and at most ``every_n_train_steps`` steps after a SIGKILL. Lightning writes the file atomically (a
+temporary file renamed over the old one). A state with a non-finite weight is never written: the last good
+checkpoint stays.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """Keeps ``<run>/checkpoints/last.ckpt`` (the folder ModelCheckpoint resolves for the run's logger).
+
+    Args:
+        every_n_train_steps: optimizer steps between periodic saves; 0 saves only at epoch ends, fit's end and
+            on a signal.
+    """
+
+    def __init__(self, every_n_train_steps: int = 200):
+        super().__init__(filename="last", save_top_k=0, save_last=False, every_n_epochs=0)
+        self.every_n_steps = every_n_train_steps
+        self._saved_step = -1
+
+    @property
+    def path(self) -> Path:
+        return Path(self.dirpath) / f"last{self.FILE_EXTENSION}"
+
+    def save(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Write ``last.ckpt`` now, unless this step is saved already or a weight is not finite."""
+        if trainer.sanity_checking or trainer.fast_dev_run or trainer.global_step == self._saved_step:
+            return
+        bad = [name for name, p in pl_module.state_dict().items() if p.is_floating_point() and not p.isfinite().all()]
+        if bad:
+            raise FloatingPointError(
+                f"Step {trainer.global_step}: non-finite values in {bad[:3]}; kept the last good checkpoint "
+                f"{self.path} (step {self._saved_step}) instead of overwriting it.")
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+        self.last_model_path = str(self.path)  # where ModelCheckpoint users (e.g. WandbRun) look for it
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if self.every_n_steps and trainer.global_step % self.every_n_steps == 0:
+            self.save(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.save(trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        pass  # ModelCheckpoint would save here; this callback saves on its own schedule
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.save(trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        # A signal stops the run between two steps (Lightning raises after finishing the current one): save it.
+        if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.training:
+            self.save(trainer, pl_module)
+
+    def state_dict(self) -> dict:
+        return {"saved_step": self._saved_step}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._saved_step = state_dict.get("saved_step", -1)
+
