@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from zoo.errors import UserError
 from zoo.datamodules.common import known_licence, resolve_data_dir
 
 # How to fetch corpora the configs name, keyed by file name.
@@ -87,6 +88,10 @@ class StreamBatches(IterableDataset):
             yield self.streams[:, i:j], self.streams[:, i + 1 : j + 1]
 
 
+class TextNotFoundError(UserError, FileNotFoundError):
+    """The corpus is not where the DataModule looked; the message names the file and the fix."""
+
+
 class CharTextDataModule(L.LightningDataModule):
     """A UTF-8 text file as character streams for a recurrent language model; also serves prompts to ``predict``.
 
@@ -124,10 +129,10 @@ class CharTextDataModule(L.LightningDataModule):
 
     def _not_found(self) -> FileNotFoundError:
         fetch = FETCH.get(self.file.name, "put the UTF-8 text file there").replace("DATA_DIR", str(self.file.parents[1]))
-        return FileNotFoundError(
-            f"Text corpus not found. Looked for:\n  {self.file}\n"
-            f"Fix: set --data.init_args.path (absolute, or relative to --data.init_args.data_dir / ZOO_DATA_DIR), "
-            f"or fetch it: {fetch}"
+        return TextNotFoundError(
+            f"No text corpus at {self.file}. Fix: point ZOO_DATA_DIR at the folder holding {self.hparams.path} "
+            f"(zoo evaluate: --data-dir; zoo fit: --data.data_dir, or --data.path for another file), or fetch it: "
+            f"{fetch}"
         )
 
     def setup(self, stage: str | None = None) -> None:

@@ -21,6 +21,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from zoo.errors import UserError
 from zoo.datamodules.common import known_licence, resolve_data_dir
 
 SOURCE = ("Box-Jenkins airline passengers, e.g. GitHub AbdenacerKerrouche/Airline_Passengers_Forecasting, "
@@ -50,6 +51,10 @@ def windows(series: torch.Tensor, window: int, horizon: int, first: int, end: in
     x = torch.stack([series[t - window : t] for t in starts]) if starts else series.new_zeros(0, window)
     y = torch.stack([series[t : t + horizon] for t in starts]) if starts else series.new_zeros(0, horizon)
     return x, y
+
+
+class TimeSeriesNotFoundError(UserError, FileNotFoundError):
+    """The CSV is not where the DataModule looked; the message names the file and the fix."""
 
 
 class TimeSeriesDataModule(L.LightningDataModule):
@@ -88,9 +93,10 @@ class TimeSeriesDataModule(L.LightningDataModule):
         if self.series is not None:
             return
         if not self.file.is_file():
-            raise FileNotFoundError(f"Time series CSV not found. Looked for:\n  {self.file}\nFix: set "
-                                    f"--data.init_args.path (absolute, or relative to --data.init_args.data_dir / "
-                                    f"ZOO_DATA_DIR) to a CSV with a header row. Source of the airline data: {SOURCE}.")
+            raise TimeSeriesNotFoundError(
+                f"No time series CSV at {self.file}. Fix: point ZOO_DATA_DIR at the folder holding "
+                f"{self.hparams.path} (zoo evaluate: --data-dir; zoo fit: --data.data_dir, or --data.path for another "
+                f"CSV with a header row). Source of the airline data: {SOURCE}.")
         h = self.hparams
         self.series = series = read_column(self.file, h.column)
         n_train = len(series) - h.val_size - h.test_size

@@ -32,9 +32,6 @@ def run(config: Path, tmp_path, monkeypatch, shared_cache, *extra: str) -> int:
                  "--trainer.limit_val_batches", "2", *extra])
 
 
-# Lightning notes that the monitored val metric of a best-model ModelCheckpoint never appeared when a run stops
-# before its first validation: exactly what a 2-step run of a config that validates once an epoch does.
-@pytest.mark.filterwarnings("ignore:`ModelCheckpoint\\(monitor=:UserWarning")
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_two_steps_leave_a_checkpoint_in_runs(config, tmp_path, monkeypatch, shared_cache):
     assert run(config, tmp_path, monkeypatch, shared_cache, "--trainer.max_steps", "2") == 0

@@ -32,6 +32,10 @@ ZOO_COMMANDS = {
 }
 
 
+class UsageError(Exception):
+    """A mistake in the command line: one line on stderr, exit 2."""
+
+
 def overview() -> str:
     lines = ["usage: zoo <command> [options]   (zoo <command> --help for its options)", "", "commands:"]
     for name, text in {**LIGHTNING_COMMANDS, **ZOO_COMMANDS}.items():
@@ -123,12 +127,61 @@ def cmd_evaluate(argv: list[str]) -> int:
 
 
 # --------------------------------------------------------------------------------------- fit/validate/test/predict
+def registered_model_args(argv: list[str]) -> list[str]:
+    """``--model cifar_cnn`` (a name from ``zoo list``) -> ``--model zoo.cifar_cnn.CifarCNN`` plus the variant's fixed
+    arguments; class names and paths pass through; anything else is a usage error listing the valid names."""
+    out = list(argv)
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            at, value = i + 1, argv[i + 1]
+        elif arg.startswith("--model="):
+            at, value = i, arg.split("=", 1)[1]
+        else:
+            continue
+        if "." in value or value.endswith((".yaml", ".yml", ".json")) or "{" in value:
+            continue  # a class path, a config file or inline YAML: LightningCLI's business
+        import zoo
+
+        classes = {zoo.model_entry(n).cls.__name__ for n in zoo.list_models()}
+        if value in classes:
+            continue
+        if value not in zoo.list_models():
+            raise UsageError(f"unknown model {value!r}; use a name from `zoo list` ({', '.join(zoo.list_models())}) "
+                             f"or a class name ({', '.join(sorted(classes))}).")
+        entry = zoo.model_entry(value)
+        fixed = [f"--model.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in entry.fixed.items()]
+        replacement = f"{entry.cls.__module__}.{entry.cls.__qualname__}"
+        out[at] = replacement if at != i else f"--model={replacement}"
+        out[at + 1:at + 1] = fixed
+        return out
+    return out
+
+
+def check_config_files(argv: list[str]) -> None:
+    """Every ``--config FILE`` exists and is valid YAML; the error names the file (jsonargparse would not)."""
+    import yaml
+
+    for i, arg in enumerate(argv):
+        path = argv[i + 1] if arg == "--config" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith(
+            "--config=") else None
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise UsageError(f"--config {path}: no such file (the zoo's configs are in configs/, see README).")
+        try:
+            yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            raise UsageError(f"--config {path}: not valid YAML: {' '.join(str(err).split())}") from err
+
+
 def cmd_lightning(argv: list[str]) -> int:
     from zoo.callbacks.wandb_tools import finish
     from zoo.lightning_cli import ZooCLI
 
+    check_config_files(argv)
+    args = registered_model_args(argv)
     try:
-        ZooCLI(args=None if argv == sys.argv[1:] else argv)  # None: LightningCLI reads sys.argv itself
+        ZooCLI(args=None if args == sys.argv[1:] else args)  # None: LightningCLI reads sys.argv itself
     except BaseException as err:
         finish(exit_code=0 if isinstance(err, SystemExit) and not err.code else 1)
         raise
@@ -154,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoo: interrupted.", file=sys.stderr)
         return 130
+    except UsageError as err:
+        print(f"zoo: error: {err}", file=sys.stderr)
+        return 2
     except Exception as err:
         from zoo.errors import user_error
 

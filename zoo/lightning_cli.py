@@ -21,6 +21,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 import zoo
+from zoo.errors import UserError
 import zoo.callbacks  # noqa: F401  (makes the zoo's callbacks resolvable by short name)
 import zoo.datamodules  # noqa: F401
 from zoo.callbacks.finite_loss import FiniteLoss
@@ -36,6 +37,38 @@ def run_name(cfg) -> str:
     if model_configs:
         return model_configs[0].stem
     return str(cfg.model.class_path).rsplit(".", 1)[-1].lower() if cfg.get("model") else "run"
+
+
+def run_folder_of(ckpt: str) -> Path | None:
+    """``runs/<name>/version_N`` when ``ckpt`` is ``runs/<name>/version_N/checkpoints/<file>``, else None."""
+    folder = Path(ckpt).resolve().parent.parent
+    if Path(ckpt).resolve().parent.name == "checkpoints" and folder.name.startswith("version_"):
+        return folder if folder.name.split("_", 1)[1].isdigit() else None
+    return None
+
+
+def resumed_step(ckpt: str) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", 0))
+
+
+def keep_metrics_before(metrics_csv: Path, step: int) -> None:
+    """Drop the rows a resumed run will log again (step >= ``step``), so metrics.csv holds each step once."""
+    if not metrics_csv.is_file():
+        return
+    import csv
+
+    with metrics_csv.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields, rows = reader.fieldnames or [], list(reader)
+    kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+    if len(kept) == len(rows):
+        return
+    tmp = metrics_csv.with_suffix(".csv.partial")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(kept)
+    tmp.replace(metrics_csv)
 
 
 class ZooCLI(LightningCLI):
@@ -63,10 +96,20 @@ class ZooCLI(LightningCLI):
         A W&B logger goes offline by itself when W&B can't be reached and, given ``--ckpt_path``, continues the run
         whose id the checkpoint holds."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        ckpt = cfg.get("ckpt_path")
+        if ckpt and ckpt not in ("last", "best", "hpc") and not Path(ckpt).is_file():
+            raise UserError(f"--ckpt_path {ckpt}: no such file. A run keeps its state in "
+                            "runs/<config>/version_N/checkpoints/last.ckpt.")
         cfg.trainer.default_root_dir = cfg.trainer.default_root_dir or "runs"
         if cfg.trainer.logger in (None, True):  # Lightning's default: TensorBoard if installed, else CSV in cwd
-            cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
-                save_dir=cfg.trainer.default_root_dir, name=run_name(cfg)))
+            folder = run_folder_of(ckpt) if self.subcommand == "fit" and ckpt else None
+            if folder is not None:  # resuming: the same folder, logger version and metrics.csv
+                keep_metrics_before(folder / "metrics.csv", resumed_step(ckpt))
+                where = {"save_dir": str(folder.parent.parent), "name": folder.parent.name,
+                         "version": int(folder.name.split("_", 1)[1])}
+            else:
+                where = {"save_dir": cfg.trainer.default_root_dir, "name": run_name(cfg)}
+            cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**where))
         loggers = cfg.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         for logger in (lg for lg in loggers if hasattr(lg, "init_args")):
