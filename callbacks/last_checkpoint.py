@@ -13,11 +13,16 @@ checkpoint stays.
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from zoo.callbacks.finite_loss import NonFiniteLossError
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -43,10 +48,10 @@ class LastCheckpoint(ModelCheckpoint):
             return
         bad = [name for name, p in pl_module.state_dict().items() if p.is_floating_point() and not p.isfinite().all()]
         if bad:
-            raise FloatingPointError(
+            raise NonFiniteLossError(
                 f"Step {trainer.global_step}: non-finite values in {bad[:3]}; kept the last good checkpoint "
                 f"{self.path} (step {self._saved_step}) instead of overwriting it.")
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, not only the weights
         self._saved_step = trainer.global_step
         self.last_model_path = str(self.path)  # where ModelCheckpoint users (e.g. WandbRun) look for it
 
@@ -69,8 +74,39 @@ class LastCheckpoint(ModelCheckpoint):
             self.save(trainer, pl_module)
 
     def state_dict(self) -> dict:
-        return {"saved_step": self._saved_step}
+        # The random state the next steps start from (augmentation, dropout, noise): a resumed run draws the same.
+        return {"saved_step": self._saved_step, "rng": rng_state()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self._saved_step = state_dict.get("saved_step", -1)
+        if "rng" in state_dict:
+            set_rng_state(state_dict["rng"])
+
+
+def rng_state() -> dict:
+    """torch's CPU (and CUDA) generators, numpy's and Python's, as tensors and plain values (weights_only-safe)."""
+    state = {"torch": torch.get_rng_state(), "python": _python_state(), "numpy": _numpy_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def _python_state() -> list:
+    version, internal, gauss = random.getstate()
+    return [version, list(internal), gauss]
+
+
+def _numpy_state() -> list:
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 

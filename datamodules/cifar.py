@@ -172,7 +172,7 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         data_dir: where to look for (or download) CIFAR-10; default ``$ZOO_DATA_DIR``, else ``./data``.
         batch_size: images per batch (per process under DDP).
         val_size: images held out of the training split for validation (fixed ``seed``); 0 disables validation.
-        seed: seed of the train/val split.
+        seed: seed of the train/val split and of each epoch's training order (seed + epoch).
         crop_padding: random-translation range in pixels (reflect padding); 0 disables it.
         flip: horizontal flips: True flips each image at random every epoch; "alternate" flips a fixed random half
             of the training images and then all of them on every other epoch, so each image is seen both ways every

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
@@ -59,15 +59,62 @@ def keep_batch(batch):
     return batch
 
 
+class EpochSampler(Sampler[int]):
+    """Indices ``0..n-1``, shuffled with a generator seeded by ``seed + epoch`` (Lightning calls ``set_epoch``), so
+    the order of an epoch does not depend on what consumed random numbers before it, e.g. a resumed run."""
+
+    def __init__(self, n: int, seed: int = 0, shuffle: bool = True):
+        self.n, self.seed, self.shuffle, self.epoch = n, seed, shuffle, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        if not self.shuffle:
+            return iter(range(self.n))
+        return iter(torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + self.epoch)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader that Lightning checkpoints (``state_dict``: the batches served in this epoch) and that, restored
+    from a checkpoint taken mid-epoch, skips the batches the run had already trained on. With an ``EpochSampler``
+    (or Lightning's DistributedSampler) the skipped batches are the very same ones."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._served, self._skip = 0, 0
+
+    def __iter__(self):
+        skip, self._skip, self._served = self._skip, 0, 0
+        for i, batch in enumerate(super().__iter__()):
+            self._served = i + 1
+            if i >= skip:
+                yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches_served": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._skip = int(state.get("batches_served", 0))
+
+
 class TensorSplitLoaders:
     """DataLoaders over ``self.datasets`` (``TensorBatches`` per split), for DataModules whose hparams have
-    ``batch_size``, ``num_workers`` and ``val_size``; predict runs on the test split."""
+    ``batch_size``, ``num_workers``, ``seed`` and ``val_size``; predict runs on the test split. The training order is
+    seeded per epoch and resumable mid-epoch (``EpochSampler``, ``ResumableLoader``)."""
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.datasets[split],
+        data = self.datasets[split]
+        return ResumableLoader(
+            data,
             batch_size=self.hparams.batch_size,
-            shuffle=shuffle,
+            sampler=EpochSampler(len(data), seed=self.hparams.seed, shuffle=shuffle),
+            # Its own generator: iterating would otherwise draw a seed from the global RNG, which the model's dropout
+            # and the batch augmentation share, so a resumed run (which starts new iterators) would drift.
+            generator=torch.Generator().manual_seed(self.hparams.seed),
             drop_last=shuffle,
             collate_fn=keep_batch,
             num_workers=self.hparams.num_workers,

@@ -101,7 +101,7 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
         data_dir: folder holding ``MNIST/raw/``; default ``$ZOO_DATA_DIR``, else ``./data``.
         batch_size: images per batch (per process under DDP).
         val_size: images held out of the training split for validation (fixed ``seed``); 0 disables validation.
-        seed: seed of the train/val split.
+        seed: seed of the train/val split and of each epoch's training order (seed + epoch).
         image_size: output side in pixels (28 keeps the originals; 32 or 64 for the DCGAN).
         resize: how to reach ``image_size``: "pad" (black border) or "bilinear".
         value_range: "0,1" (Bernoulli likelihoods, sigmoid outputs) or "-1,1" (tanh outputs).

@@ -1,4 +1,4 @@
-"""EfficientNet transfer learning and ImageFolderDataModule on a tiny synthetic image folder (no network).
+"""EfficientNet transfer learning (zoo/efficientnet.py) on a tiny synthetic image folder (no network).
 
 Run: OMP_NUM_THREADS=1 pytest tests/test_efficientnet.py -q
 """
@@ -8,16 +8,14 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import lightning as L
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import zoo
 from zoo.callbacks.predictions import PrintTopK, format_topk
-from zoo.datamodules.image_folder import ImageFolderDataModule, ImageFolderNotFoundError, class_weights
+from zoo.datamodules.image_folder import ImageFolderDataModule
 from zoo import efficientnet
 from zoo.efficientnet import EfficientNetClassifier, map_in_order
 
@@ -33,20 +31,6 @@ def no_downloads(monkeypatch, tmp_path):
 
     monkeypatch.setattr(timm.models._builder, "load_pretrained", refuse)
     monkeypatch.setenv("ZOO_CACHE", str(tmp_path / "cache"))
-
-
-@pytest.fixture
-def image_root(tmp_path):
-    """data/tiny/{train,val}/{ants,bees}/*.png, odd sizes, 6 + 3 images per class; no test folder."""
-    rng = np.random.default_rng(0)
-    for split, n in (("train", 6), ("val", 3)):
-        for c, cls in enumerate(("ants", "bees")):
-            folder = tmp_path / "data" / "tiny" / split / cls
-            folder.mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.integers(0, 128, (30 + i, 40, 3)) + 120 * c  # classes differ in brightness
-                Image.fromarray(pixels.astype(np.uint8)).save(folder / f"{i}.png")
-    return tmp_path / "data"
 
 
 def tiny_model(**kwargs) -> EfficientNetClassifier:
@@ -177,35 +161,6 @@ def test_precompute_without_reload_is_refused(image_root):
     dm = ImageFolderDataModule("tiny", data_dir=str(image_root), batch_size=4, precompute=True)
     with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
         trainer().fit(tiny_model(), dm)
-
-
-# ------------------------------------------------------------------------------------------------ data module
-def test_seeded_split_of_one_folder_and_balancing(image_root):
-    one = str(image_root / "tiny" / "train")  # class folders directly, no train/val
-    splits = []
-    for _ in range(2):
-        dm = ImageFolderDataModule(one, val_fraction=0.25, seed=3)
-        dm.setup("fit")
-        splits.append(sorted(dm.datasets["val"].indices))
-    assert splits[0] == splits[1] and len(splits[0]) == 3
-    assert not set(splits[0]) & set(dm.datasets["train"].indices)
-    assert dm.datasets["test"] is dm.datasets["val"]
-    w = class_weights([0, 0, 0, 1], 2)
-    assert torch.allclose(w, torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0], dtype=w.dtype))
-
-
-def test_test_uses_val_when_no_test_folder(image_root):
-    dm = ImageFolderDataModule("tiny", data_dir=str(image_root))
-    dm.setup("test")
-    assert dm.datasets["test"] is dm.datasets["val"] and dm.classes == ["ants", "bees"]
-    assert dm.card_info()["test_split"] == "val"
-    result = trainer().test(tiny_model(), dm, verbose=False)[0]
-    assert 0 <= result["test/acc"] <= 1
-
-
-def test_missing_data_names_the_folder(tmp_path):
-    with pytest.raises(ImageFolderNotFoundError, match=str(tmp_path / "nope" / "train")):
-        ImageFolderDataModule("nope", data_dir=str(tmp_path)).setup("fit")
 
 
 # ------------------------------------------------------------------------------------- checkpoint and prediction

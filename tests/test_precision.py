@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_efficientnet import image_root  # noqa: F401 (fixture)
-from test_generative import make_raw
-from test_lstm import TINY, csv_file, text_file  # noqa: F401 (fixtures)
-from test_pix2pix import ab_data  # noqa: F401 (fixture)
+from conftest import image_root  # noqa: F401 (fixture)
+from conftest import make_raw
+from conftest import TINY, csv_file, text_file  # noqa: F401 (fixtures)
+from conftest import ab_data  # noqa: F401 (fixture)
 
 from zoo.lightning_cli import ZooCLI
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
-from test_generative import make_raw
+from conftest import make_raw
 
 from zoo.callbacks import TextSamples
 from zoo.callbacks.wandb_tools import choose_mode, run_id_from_checkpoint

@@ -182,8 +182,19 @@ def cmd_lightning(argv: list[str]) -> int:
     args = registered_model_args(argv)
     try:
         ZooCLI(args=None if args == sys.argv[1:] else args)  # None: LightningCLI reads sys.argv itself
-    except BaseException as err:
-        finish(exit_code=0 if isinstance(err, SystemExit) and not err.code else 1)
+    except SystemExit as err:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        finish(exit_code=0 if not err.code else 1)
+        if isinstance(err, SIGTERMException):  # Lightning stopped after the current step; last.ckpt holds it
+            print("zoo: stopped by SIGTERM; resume with --ckpt_path <run>/checkpoints/last.ckpt", file=sys.stderr)
+            return 143
+        if isinstance(err.__context__, KeyboardInterrupt):  # Lightning's Ctrl-C handling exits 1
+            print("zoo: interrupted; resume with --ckpt_path <run>/checkpoints/last.ckpt", file=sys.stderr)
+            return 130
+        raise
+    except BaseException:
+        finish(exit_code=1)
         raise
     finish()  # close the W&B run (if any) now, not at interpreter exit
     return 0

@@ -65,13 +65,12 @@ def warmup_decay(step: int, total: int, warmup: float, start: float, end: float,
     return 1.0
 
 
-def _run_length(module) -> float | None:
-    """Optimizer steps of the run ``module`` is being fitted in; None outside a Trainer."""
+def _trainer(module):
+    """The Trainer ``module`` is being fitted by; None outside one (a hand-written loop)."""
     try:
-        trainer = module.trainer
-    except RuntimeError:  # not attached to a Trainer (a hand-written loop)
+        return module.trainer
+    except RuntimeError:
         return None
-    return trainer.estimated_stepping_batches if trainer is not None else None
 
 
 def per_step_schedule(optimizer, module, warmup: float, start: float, end: float, shape: str) -> dict | None:
@@ -83,22 +82,31 @@ def per_step_schedule(optimizer, module, warmup: float, start: float, end: float
         raise ValueError(f"Unknown schedule {shape!r}; choose one of {', '.join(SCHEDULES)}.")
     if shape == "constant" and warmup == 0:
         return None
-    total = _run_length(module)
-    if total is None:
+    trainer = _trainer(module)
+    if trainer is None:
         raise RuntimeError(f"The {shape!r} learning-rate schedule (warm-up {warmup}) needs the run's length from a "
                            "Trainer: call configure_optimizers() under Trainer.fit, or pass schedule='constant', "
                            "warmup=0 to use the model in your own loop.")
-    if not math.isfinite(total):
-        return None
-    total = max(1, int(total))
-    if shape == "onecycle":
+    if trainer.max_steps == -1 and trainer.max_epochs in (None, -1):
+        return None  # bounded by time only: no length to schedule over
+    if shape == "onecycle":  # OneCycleLR needs the length now: such a run resumes exactly only at an epoch boundary
+        total = max(1, int(trainer.estimated_stepping_batches))
         peaks = [g["lr"] for g in optimizer.param_groups]
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total,
                                                         pct_start=warmup or 0.3, cycle_momentum=False)
-    else:
-        fn = lambda step: warmup_decay(step, total, warmup, start, end, shape)  # noqa: E731
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, fn)
-    return {"scheduler": scheduler, "interval": "step"}
+        return {"scheduler": scheduler, "interval": "step"}
+    # The run's length is read at the first scheduler step, not here: asking Lightning for it this early sets up the
+    # training data before a resumed run restores its place in the epoch, which would replay the epoch's first batches.
+    length: list[int] = []
+
+    def multiplier(step: int) -> float:
+        if step == 0 and not length:  # LambdaLR's call at construction: the value needs no length
+            return start if warmup > 0 else 1.0
+        if not length:
+            length.append(max(1, int(trainer.estimated_stepping_batches)))
+        return warmup_decay(step, length[0], warmup, start, end, shape)
+
+    return {"scheduler": torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier), "interval": "step"}
 
 
 def configure_optimizers(module, params: Iterable, scheduler=None, interval: str = "epoch") -> Any:
