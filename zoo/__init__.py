@@ -94,6 +94,15 @@ def get_model(name: str, **kwargs: Any):
     return entry.cls(**{**entry.fixed, **kwargs})
 
 
+def transforms(source: str):
+    """The preprocessing of a published checkpoint (or a card path) as a torchvision transform; see zoo.preprocessing."""
+    from zoo.hub import resolve
+    from zoo.preprocessing import transforms as _transforms
+
+    card, _ = resolve(source)
+    return _transforms(card)
+
+
 def load(source: str, **overrides: Any):
     """A pretrained model in eval mode, from a published name, a path or a URL. See ``zoo.hub.load``."""
     from zoo.hub import load as _load

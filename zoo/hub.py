@@ -257,6 +257,12 @@ def load(source: str | os.PathLike, model: str | None = None, **overrides: Any):
     load_weights(net, state, path, reinit_mismatched=bool(overrides))
     net.eval()
     net.zoo_card = card
+    if card is not None:  # torchvision-style: model.transforms() is the card's preprocessing
+        from functools import partial
+
+        from zoo.preprocessing import transforms
+
+        object.__setattr__(net, "transforms", partial(transforms, card))
     return net
 
 
