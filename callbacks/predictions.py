@@ -27,10 +27,18 @@ class PrintTopK(L.Callback):
 
     Args:
         k: labels per image.
+        limit: images printed at most (then a count of the rest); None prints all.
     """
 
-    def __init__(self, k: int = 3):
-        self.k = k
+    def __init__(self, k: int = 3, limit: int | None = 20):
+        self.k, self.limit, self.printed = k, limit, 0
+
+    def on_predict_start(self, trainer, pl_module) -> None:
+        self.printed = 0
+
+    def on_predict_end(self, trainer, pl_module) -> None:
+        if self.limit is not None and self.printed > self.limit and trainer.is_global_zero:
+            print(f"... and {self.printed - self.limit} more (PrintTopK's limit is {self.limit})")
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int, dataloader_idx: int = 0):
         probs = outputs  # (B, C) from predict_step
@@ -41,5 +49,8 @@ class PrintTopK(L.Callback):
             names = list(second)
         else:
             names = [f"#{batch_idx}.{i}" for i in range(len(probs))]
-        if trainer.is_global_zero:
-            print("\n".join(format_topk(probs, [str(x) for x in labels], names, self.k)), flush=True)
+        lines = format_topk(probs, [str(x) for x in labels], names, self.k)
+        shown = lines if self.limit is None else lines[: max(0, self.limit - self.printed)]
+        self.printed += len(lines)
+        if trainer.is_global_zero and shown:
+            print("\n".join(shown), flush=True)

@@ -112,7 +112,7 @@ class ImageClassifier(L.LightningModule):
         return model
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.init_from:  # before a --ckpt_path restore, which then takes precedence
+        if self.init_from:  # any stage (e.g. `zoo predict --model.init_from NAME`); a --ckpt_path restore comes after
             from zoo.hub import init_from
 
             init_from(self, self.init_from)

@@ -180,8 +180,11 @@ def cmd_lightning(argv: list[str]) -> int:
 
     check_config_files(argv)
     args = registered_model_args(argv)
+    from_command_line = argv == sys.argv[1:]
+    if from_command_line:
+        sys.argv[1:] = args  # LightningCLI reads sys.argv itself (and warns when given both)
     try:
-        ZooCLI(args=None if args == sys.argv[1:] else args)  # None: LightningCLI reads sys.argv itself
+        ZooCLI(args=None if from_command_line else args)
     except SystemExit as err:
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
