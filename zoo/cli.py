@@ -27,8 +27,9 @@ LIGHTNING_COMMANDS = {
 }
 ZOO_COMMANDS = {
     "list": "registered models and published checkpoints (--json for scripts)",
-    "export": "Lightning .ckpt -> safetensors + model card (metrics from a test run)",
+    "export": "Lightning .ckpt -> safetensors + model card; --format onnx/torchscript/exported-program",
     "evaluate": "re-measure a published checkpoint's card metrics on its dataset",
+    "quantize": "int8 copy of a checkpoint (static ONNX for classifiers, dynamic TorchScript for LSTMs)",
 }
 
 
@@ -85,22 +86,95 @@ def cmd_list(argv: list[str]) -> int:
 
 
 # ---------------------------------------------------------------------------------------- zoo export / evaluate
+FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
+
+
 def cmd_export(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="zoo export", description=ZOO_COMMANDS["export"])
-    parser.add_argument("ckpt", type=Path, help="a Lightning checkpoint, e.g. runs/<run>/checkpoints/last.ckpt")
-    parser.add_argument("--name", required=True, help="checkpoint name, e.g. my_cifar_cnn")
+    parser.add_argument("ckpt", type=Path, help="a Lightning checkpoint (safetensors + card); for the other formats "
+                        "any zoo.load source: a published name, a card, a .ckpt")
+    parser.add_argument("--format", choices=["safetensors", *FORMATS], default="safetensors",
+                        help="safetensors + model card (default), or a file that runs without the zoo: onnx "
+                             "(onnxruntime), torchscript, exported-program (torch.export); card inside the file")
+    parser.add_argument("--part", help="what to export where a model has several (e.g. vae: decoder, encoder)")
+    parser.add_argument("-o", "--output", type=Path, help="output file for --format onnx/torchscript/exported-program "
+                        "(default: published/<source>[.<part>].<ext>)")
+    parser.add_argument("--name", help="checkpoint name for --format safetensors, e.g. my_cifar_cnn")
     parser.add_argument("--out", type=Path, default=Path("published"), help="output folder (default: ./published)")
     parser.add_argument("--force", action="store_true", help="replace a checkpoint of that name in --out")
     parser.add_argument("--config", type=Path, help="training config (default: config.yaml of the run)")
     parser.add_argument("--no-test", action="store_true", help="skip the test run (card without metrics)")
     parser.add_argument("--licence", help="licence of the training data, for the card")
     args = parser.parse_args(argv)
+    if args.format != "safetensors":
+        return export_file(args)
+    if not args.name:
+        parser.error("--name is required for --format safetensors")
     from zoo.hub import export
 
     card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test, licence=args.licence,
                   force=args.force)
     print(f"wrote {card} and {card.with_suffix('.safetensors')}")
     print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
+    return 0
+
+
+def export_file(args) -> int:
+    """``zoo export SOURCE --format onnx|torchscript|exported-program``: write, then verify in the file's runtime."""
+    import zoo
+    from zoo.export import export_model, verify_export
+
+    model = zoo.load(str(args.ckpt))
+    stem = Path(str(args.ckpt)).stem if Path(str(args.ckpt)).suffix else str(args.ckpt)
+    out = args.output or Path("published") / f"{stem}{'.' + args.part if args.part else ''}{FORMATS[args.format]}"
+    path = export_model(model, out, format=args.format, part=args.part)
+    check = verify_export(path, model)
+    print(f"wrote {path} ({check['bytes'] / 1e6:.2f} MB); run in its runtime vs PyTorch: max |diff| "
+          f"{check['max_abs_diff']:.2e}" + (f", top-1 agreement {check['top1_agreement']:.2%}"
+                                             if check.get("top1_agreement") is not None else ""))
+    return 0
+
+
+def cmd_quantize(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo quantize", description=ZOO_COMMANDS["quantize"])
+    parser.add_argument("source", help="a published name, a card or a .ckpt")
+    parser.add_argument("-o", "--output", type=Path, help="output file (default: published/<source>.int8.onnx for "
+                        "classifiers, .int8.ts.pt for the LSTMs)")
+    parser.add_argument("--calibration", type=int, default=512, help="training images that set activation ranges")
+    parser.add_argument("--data-dir", help="dataset folder for calibration (default: $ZOO_DATA_DIR, else ./data)")
+    args = parser.parse_args(argv)
+    import tempfile
+
+    import zoo
+    from zoo.export import export_model, graph_spec, quantize_dynamic_int8, quantize_static_int8, verify_export
+
+    model = zoo.load(args.source)
+    stem = Path(args.source).stem if Path(args.source).suffix else args.source
+    if graph_spec(model).part == "classifier":  # static int8 ONNX calibrated on training images
+        from zoo.hub import _data_from_config
+
+        out = args.output or Path("published") / f"{stem}.int8.onnx"
+        dm = _data_from_config(model.zoo_card["data"], **({"data_dir": args.data_dir} if args.data_dir else {}))
+        if hasattr(model, "data_config") and hasattr(dm, "data_config"):
+            dm.data_config = lambda: dict(model.data_config)
+        dm.setup("fit")
+        batches, seen = [], 0
+        for batch in dm.train_dataloader():
+            x = dm.on_after_batch_transfer(tuple(batch[:2]), 0)[0]
+            batches.append(x[: args.calibration - seen])
+            seen += len(batches[-1])
+            if seen >= args.calibration:
+                break
+        with tempfile.TemporaryDirectory() as tmp:
+            fp32 = export_model(model, Path(tmp) / "fp32.onnx", format="onnx")
+            path = quantize_static_int8(fp32, out, batches)
+    else:  # LSTMs and linear layers: dynamic int8, TorchScript
+        out = args.output or Path("published") / f"{stem}.int8.ts.pt"
+        path = export_model(quantize_dynamic_int8(model), out, format="torchscript")
+    check = verify_export(path, model)
+    print(f"wrote {path} ({check['bytes'] / 1e6:.2f} MB); int8 vs fp32 PyTorch on random inputs: max |diff| "
+          f"{check['max_abs_diff']:.2e}" + (f", top-1 agreement {check['top1_agreement']:.2%}"
+                                             if check.get("top1_agreement") is not None else ""))
     return 0
 
 
@@ -203,7 +277,7 @@ def cmd_lightning(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "export": cmd_export, "evaluate": cmd_evaluate}
+COMMANDS = {"list": cmd_list, "export": cmd_export, "evaluate": cmd_evaluate, "quantize": cmd_quantize}
 
 
 def main(argv: list[str] | None = None) -> int:
