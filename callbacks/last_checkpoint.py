@@ -13,6 +13,7 @@ checkpoint stays.
 
 from __future__ import annotations
 
+import os
 import random
 from pathlib import Path
 
@@ -20,9 +21,28 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from zoo.callbacks.finite_loss import NonFiniteLossError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: each checkpoint is written to a temporary file beside its target
+    and renamed over it, so a full disk or a kill mid-write leaves the previous file, never half of a new one.
+    ``zoo fit`` uses it for every checkpoint (LastCheckpoint's and ModelCheckpoint's); elsewhere pass
+    ``L.Trainer(plugins=[AtomicCheckpointIO()])``."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class LastCheckpoint(ModelCheckpoint):

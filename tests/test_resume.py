@@ -95,3 +95,21 @@ def test_weights_beside_their_card_are_verified(tmp_path, damage):
         weights.write_bytes(bytes(data))
     with pytest.raises(CheckpointError, match=r"cifar_cnn_cifar10.safetensors: sha256 [0-9a-f]{64} does not match"):
         zoo.load(str(weights))
+
+
+@pytest.mark.slow
+def test_fault_harness_on_a_small_budget(tmp_path):
+    """benchmarks/faults.py, classifier family, one trial of each fault: every fault survived."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs the real data in {SHARED_DATA}")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "faults.py"
+    run = subprocess.run([sys.executable, str(script), "--families", "classifier", "--trials", "1", "--out",
+                          str(tmp_path / "faults.json")], capture_output=True, text=True, timeout=1800,
+                         env={**__import__("os").environ, "ZOO_DATA_DIR": str(SHARED_DATA)})
+    assert run.returncode == 0, run.stdout + run.stderr[-2000:]

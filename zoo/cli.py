@@ -253,6 +253,13 @@ def cmd_lightning(argv: list[str]) -> int:
     from zoo.lightning_cli import ZooCLI
 
     check_config_files(argv)
+    for i, arg in enumerate(argv):  # LightningCLI reads the checkpoint while parsing: check it first, in one line
+        ckpt = argv[i + 1] if arg == "--ckpt_path" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith(
+            "--ckpt_path=") else None
+        if ckpt and ckpt not in ("last", "best", "hpc", "null"):
+            from zoo.lightning_cli import resumed_step
+
+            resumed_step(ckpt)
     args = registered_model_args(argv)
     from_command_line = argv == sys.argv[1:]
     if from_command_line:

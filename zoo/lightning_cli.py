@@ -25,7 +25,7 @@ from zoo.errors import UserError
 import zoo.callbacks  # noqa: F401  (makes the zoo's callbacks resolvable by short name)
 import zoo.datamodules  # noqa: F401
 from zoo.callbacks.finite_loss import FiniteLoss
-from zoo.callbacks.last_checkpoint import LastCheckpoint
+from zoo.callbacks.last_checkpoint import AtomicCheckpointIO, LastCheckpoint
 from zoo.callbacks.wandb_tools import WandbRun, choose_mode, run_id_from_checkpoint
 
 
@@ -48,7 +48,18 @@ def run_folder_of(ckpt: str) -> Path | None:
 
 
 def resumed_step(ckpt: str) -> int:
-    return int(torch.load(ckpt, map_location="cpu", weights_only=True).get("global_step", 0))
+    """The optimizer step a Lightning checkpoint was saved at; a missing or damaged file is a one-line UserError."""
+    if not Path(ckpt).is_file():
+        raise UserError(f"--ckpt_path {ckpt}: no such file. A run keeps its state in "
+                        "runs/<config>/version_N/checkpoints/last.ckpt.")
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, bit-flipped, not a checkpoint, or carrying code (refused unexecuted)
+        raise UserError(f"--ckpt_path {ckpt}: not a readable checkpoint ({str(err).splitlines()[0]}); resume from "
+                        "an earlier one or start again. It is read with weights_only=True, so no code in it ran.")
+    if not isinstance(state, dict) or "state_dict" not in state:
+        raise UserError(f"--ckpt_path {ckpt}: not a Lightning checkpoint (no state_dict).")
+    return int(state.get("global_step", 0))
 
 
 def keep_metrics_before(metrics_csv: Path, step: int) -> None:
@@ -97,14 +108,13 @@ class ZooCLI(LightningCLI):
         whose id the checkpoint holds."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         ckpt = cfg.get("ckpt_path")
-        if ckpt and ckpt not in ("last", "best", "hpc") and not Path(ckpt).is_file():
-            raise UserError(f"--ckpt_path {ckpt}: no such file. A run keeps its state in "
-                            "runs/<config>/version_N/checkpoints/last.ckpt.")
+        if ckpt and ckpt not in ("last", "best", "hpc"):
+            step = resumed_step(ckpt)  # also checks that the file is there and readable
         cfg.trainer.default_root_dir = cfg.trainer.default_root_dir or "runs"
         if cfg.trainer.logger in (None, True):  # Lightning's default: TensorBoard if installed, else CSV in cwd
             folder = run_folder_of(ckpt) if self.subcommand == "fit" and ckpt else None
             if folder is not None:  # resuming: the same folder, logger version and metrics.csv
-                keep_metrics_before(folder / "metrics.csv", resumed_step(ckpt))
+                keep_metrics_before(folder / "metrics.csv", step)
                 where = {"save_dir": str(folder.parent.parent), "name": folder.parent.name,
                          "version": int(folder.name.split("_", 1)[1])}
             else:
@@ -143,6 +153,8 @@ class ZooCLI(LightningCLI):
         for cls in wanted:
             if not any(isinstance(cb, cls) for cb in cbs):
                 cbs.append(cls())
+        if not trainer_cfg.get("plugins"):  # every checkpoint written atomically (temporary file + rename)
+            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
         return super().instantiate_trainer(callbacks=cbs, **kwargs)
 
 
