@@ -52,9 +52,13 @@ def test_lightning_lines_parse(args, capsys):
 
 def test_every_command_is_known():
     names = {a[0] for a in zoo_lines() if a}
-    assert names <= {"fit", "test", "list", "export", "evaluate"}, names
+    assert names <= {"fit", "test", "list", "export", "evaluate", "quantize", "serve"}, names
 
 
+# torch deprecates TorchScript and torch.ao quantisation (both still work; see tests/test_export.py for why they stay).
+@pytest.mark.filterwarnings(r"ignore:`torch\.jit\.\w+` is deprecated:FutureWarning")
+@pytest.mark.filterwarnings(r"ignore:torch\.ao\.quantization is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings(r"ignore:torch\.quantize_per_tensor, torch\.quantize_per_channel:UserWarning")
 @pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"needs the real data in {SHARED_DATA}")
 def test_newcomer_sequence_on_real_data(tmp_path, monkeypatch):
     """The README's "Train a config for a few steps" and the run-folder commands of "Usage", in order."""
@@ -72,9 +76,14 @@ def test_newcomer_sequence_on_real_data(tmp_path, monkeypatch):
     assert torch.load(last, weights_only=True, map_location="cpu")["global_step"] == 40  # resumed from 20 to 40
     (test_line,) = [a for a in lines if a[0] == "test"]
     assert main(test_line) == 0
-    (export_line,) = [a for a in lines if a[0] == "export"]
+    (export_line,) = [a for a in lines if a[0] == "export" and a[1].startswith("runs/")]
     assert main(export_line) == 0
     card = json.loads((tmp_path / "published" / "my_net.json").read_text())
     assert card["model"] == "cifar_cnn" and 0.1 < card["metrics"]["test/acc"] < 1
     assert main(export_line) == 2  # an existing export is not replaced without --force
     assert main(["evaluate", str(tmp_path / "published" / "my_net.json")]) == 0
+    outside = [a for a in zoo_lines() if a[0] in ("export", "quantize") and not a[1].startswith("runs/")]
+    assert len(outside) == 4
+    for args in outside:  # "Take a model out of Python": each writes and verifies its file
+        assert main(args) == 0, args
+    assert len(list((tmp_path / "published").glob("*"))) == 2 + 4

@@ -30,6 +30,7 @@ ZOO_COMMANDS = {
     "export": "Lightning .ckpt -> safetensors + model card; --format onnx/torchscript/exported-program",
     "evaluate": "re-measure a published checkpoint's card metrics on its dataset",
     "quantize": "int8 copy of a checkpoint (static ONNX for classifiers, dynamic TorchScript for LSTMs)",
+    "serve": "HTTP server and a page to try published models: zoo serve [NAME ...] --port 8000",
 }
 
 
@@ -178,6 +179,25 @@ def cmd_quantize(argv: list[str]) -> int:
     return 0
 
 
+def cmd_serve(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo serve", description=ZOO_COMMANDS["serve"])
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help="published checkpoints or zoo.load sources (default: every published checkpoint)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--max-batch", type=int, help="classifier requests answered by one forward pass (1: none)")
+    parser.add_argument("--max-wait-ms", type=float, help="how long a batch waits for more requests")
+    parser.add_argument("--max-queue", type=int, help="requests waiting at most (then 503)")
+    parser.add_argument("--timeout-s", type=float, help="a request's time limit (then 503)")
+    args = parser.parse_args(argv)
+    from zoo.serve import serve
+
+    batching = {"max_batch": args.max_batch, "max_wait_ms": args.max_wait_ms, "max_queue": args.max_queue,
+                "timeout_s": args.timeout_s}
+    serve(args.names or None, host=args.host, port=args.port, **{k: v for k, v in batching.items() if v is not None})
+    return 0
+
+
 def cmd_evaluate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="zoo evaluate", description=ZOO_COMMANDS["evaluate"])
     parser.add_argument("source", help="a published name, a card (.json), a folder or a URL")
@@ -284,7 +304,8 @@ def cmd_lightning(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"list": cmd_list, "export": cmd_export, "evaluate": cmd_evaluate, "quantize": cmd_quantize}
+COMMANDS = {"list": cmd_list, "export": cmd_export, "evaluate": cmd_evaluate, "quantize": cmd_quantize,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:
