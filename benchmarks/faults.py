@@ -40,13 +40,16 @@ FAMILIES = {  # family -> (config, extra arguments that keep the run to seconds)
 
 
 class KillAt(L.Callback):
-    """Sends this process ``signal`` right after optimizer step ``step`` (after the callbacks before it ran)."""
+    """Sends this process ``signal`` at the end of the first batch that reaches optimizer step ``step`` (a GAN makes
+    two steps a batch), after writing that step to ``record``."""
 
-    def __init__(self, step: int, signal: str = "SIGKILL"):
-        self.step, self.signal = step, signal
+    def __init__(self, step: int, signal: str = "SIGKILL", record: str = ""):
+        self.step, self.signal, self.record = step, signal, record
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
+        if trainer.global_step >= self.step:
+            if self.record:
+                Path(self.record).write_text(str(trainer.global_step))
             os.kill(os.getpid(), getattr(signal, self.signal))
 
 
@@ -57,7 +60,8 @@ class NanAt(L.Callback):
         self.step = step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step == self.step:
+        if trainer.global_step >= self.step and not getattr(self, "done", False):
+            self.done = True
             with torch.no_grad():
                 next(pl_module.parameters()).fill_(float("nan"))
 
@@ -112,8 +116,10 @@ def run_family(family: str, args: argparse.Namespace, tmp: Path, rng: random.Ran
         for trial in range(args.trials):
             step = rng.randrange(2, total - 1)
             root = tmp / f"{fault}{trial}"
+            record = tmp / f"{fault}{trial}.step"
             killed = fit(family, root, args, "--trainer.callbacks+=faults.KillAt", f"--trainer.callbacks.step={step}",
-                         f"--trainer.callbacks.signal={fault}")
+                         f"--trainer.callbacks.signal={fault}", f"--trainer.callbacks.record={record}")
+            step = int(record.read_text()) if record.is_file() else step
             saved, path = last(root)
             resumed = fit(family, root, args, "--ckpt_path", str(path))
             final, _ = last(root)

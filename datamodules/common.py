@@ -94,11 +94,16 @@ class ResumableLoader(DataLoader):
             if i >= skip:
                 yield batch
 
-    def state_dict(self) -> dict[str, int]:
-        return {"batches_served": self._served}
+    def state_dict(self) -> dict:
+        state = {"batches_served": self._served}
+        if hasattr(self.dataset, "state_dict"):  # e.g. a stream's random offset for this pass
+            state["dataset"] = self.dataset.state_dict()
+        return state
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self._skip = int(state.get("batches_served", 0))
+        if "dataset" in state and hasattr(self.dataset, "load_state_dict"):
+            self.dataset.load_state_dict(state["dataset"])
 
 
 class TensorSplitLoaders:

@@ -25,7 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from zoo.errors import UserError
-from zoo.datamodules.common import known_licence, resolve_data_dir
+from zoo.datamodules.common import ResumableLoader, known_licence, resolve_data_dir
 
 # How to fetch corpora the configs name, keyed by file name.
 FETCH = {
@@ -74,14 +74,25 @@ class StreamBatches(IterableDataset):
     shifted by one character. With ``random_offset`` each pass starts at a random offset below ``seq_len``, so the
     truncation points move from epoch to epoch (training only)."""
 
-    def __init__(self, streams: torch.Tensor, seq_len: int, random_offset: bool = False):
+    def __init__(self, streams: torch.Tensor, seq_len: int, random_offset: bool = False, seed: int = 0):
         self.streams, self.seq_len, self.random_offset = streams, seq_len, random_offset
+        # Offsets come from a generator of their own whose state at the start of the current pass is checkpointed
+        # (ResumableLoader saves ``state_dict``), so a resumed run replays the same pass and skips what it trained on.
+        self.generator = torch.Generator().manual_seed(seed)
+        self._pass_start = self.generator.get_state()
+
+    def state_dict(self) -> dict:
+        return {"generator": self._pass_start}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
 
     def __len__(self) -> int:
         return math.ceil((self.streams.shape[1] - 1) / self.seq_len)
 
     def __iter__(self):
-        start = int(torch.randint(self.seq_len, ())) if self.random_offset else 0
+        self._pass_start = self.generator.get_state()
+        start = int(torch.randint(self.seq_len, (), generator=self.generator)) if self.random_offset else 0
         last = self.streams.shape[1] - 1  # the last character is only ever a target
         for i in range(start, last, self.seq_len):
             j = min(i + self.seq_len, last)
@@ -102,6 +113,7 @@ class CharTextDataModule(L.LightningDataModule):
         seq_len: characters per batch and stream, i.e. the truncated-BPTT length.
         split: train/val/test proportions of the file, taken contiguously in this order.
         random_offset: shift the training truncation points by a random amount each epoch.
+        seed: seed of those offsets (their own generator, checkpointed with the run).
         prompts: texts that ``zoo predict`` continues, one prediction per prompt.
         sample_length: characters generated per prompt.
         temperature: sampling temperature (0 = greedy).
@@ -116,6 +128,7 @@ class CharTextDataModule(L.LightningDataModule):
         seq_len: int = 256,
         split: tuple[float, float, float] = (0.9, 0.05, 0.05),
         random_offset: bool = True,
+        seed: int = 0,
         prompts: list[str] = ["\n"],  # noqa: B006 - read-only; jsonargparse needs a literal default
         sample_length: int = 500,
         temperature: float = 0.8,
@@ -173,8 +186,9 @@ class CharTextDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader | list:
         if split not in self.streams:
             return []
-        data = StreamBatches(self.streams[split], self.hparams.seq_len, self.hparams.random_offset and split == "train")
-        return DataLoader(data, batch_size=None)  # items are whole batches, in order
+        data = StreamBatches(self.streams[split], self.hparams.seq_len, self.hparams.random_offset and split == "train",
+                             seed=self.hparams.seed)
+        return ResumableLoader(data, batch_size=None)  # items are whole batches, in order
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")

@@ -103,6 +103,13 @@ def transforms(source: str):
     return _transforms(card)
 
 
+def ensemble(sources: list[str]):
+    """The mean class probabilities of published classifiers of the same classes; see zoo.ensembles."""
+    from zoo.ensembles import ensemble as _ensemble
+
+    return _ensemble(sources)
+
+
 def load(source: str, **overrides: Any):
     """A pretrained model in eval mode, from a published name, a path or a URL. See ``zoo.hub.load``."""
     from zoo.hub import load as _load

@@ -198,14 +198,34 @@ def cmd_serve(argv: list[str]) -> int:
     return 0
 
 
+def evaluate_ensemble(sources: list[str], accelerator: str, data_dir: str | None) -> int:
+    """``zoo evaluate a+b``: each member and their ensemble on the first member's test set."""
+    import zoo
+    from zoo.hub import _data_from_config, run_test
+
+    ensemble = zoo.ensemble(sources)
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    rows = {}
+    for name, model in [*zip(sources, ensemble.members), (ensemble.zoo_card["name"], ensemble)]:
+        rows[name] = run_test(model, _data_from_config(ensemble.zoo_card["data"], **overrides), accelerator)
+    width = max(len(n) for n in rows) + 2
+    print(f"{'model':<{width}}{'test/acc':>10}{'test/loss':>11}")
+    for name, metrics in rows.items():
+        print(f"{name:<{width}}{metrics['test/acc']:>10.4f}{metrics['test/loss']:>11.4f}")
+    return 0
+
+
 def cmd_evaluate(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="zoo evaluate", description=ZOO_COMMANDS["evaluate"])
-    parser.add_argument("source", help="a published name, a card (.json), a folder or a URL")
+    parser.add_argument("source", help="a published name, a card (.json), a folder or a URL; a+b evaluates the "
+                        "ensemble of classifiers a and b next to each of them")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--data-dir", help="dataset folder (default: $ZOO_DATA_DIR, else ./data)")
     parser.add_argument("--tolerance", type=float, default=0.001,
                         help="exit 1 if any metric differs by more (relative for values above 1)")
     args = parser.parse_args(argv)
+    if "+" in args.source:
+        return evaluate_ensemble(args.source.split("+"), args.accelerator, args.data_dir)
     from zoo.hub import evaluate
 
     rows = evaluate(args.source, args.accelerator, args.data_dir)
