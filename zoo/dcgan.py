@@ -135,6 +135,13 @@ class DCGAN(L.LightningModule):
         z = torch.randn(n, self.hparams.latent_dim, 1, 1, generator=generator)
         return self(z.to(self.device))
 
+    def predict_step(self, batch, batch_idx: int) -> dict:
+        """As many generated images as the batch holds, in [0, 1], seeded by the batch index (``zoo predict`` with
+        ``zoo.callbacks.ImageWriter`` writes them as PNGs)."""
+        real = batch[0] if isinstance(batch, (list, tuple)) else batch
+        samples = self.sample(len(real), torch.Generator().manual_seed(self.hparams.fd_seed + batch_idx))
+        return {"images": (samples + 1) / 2, "names": None}
+
     def image_grids(self, noise: torch.Tensor | None, batch) -> dict[str, torch.Tensor]:
         """For the ImageGrid callback: the generator's images of the fixed noise, mapped to [0, 1]."""
         z = noise if noise is not None else torch.randn(64, *self.latent_shape, device=self.device)

@@ -236,9 +236,9 @@ class VAE(L.LightningModule):
     def test_step(self, batch, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
-    def predict_step(self, batch, batch_idx: int) -> torch.Tensor:
-        """Reconstructions (B, C, S, S) in [0, 1]."""
-        return self.reconstruct(self._images(batch))
+    def predict_step(self, batch, batch_idx: int) -> dict:
+        """Reconstructions (B, C, S, S) in [0, 1] (for ``zoo.callbacks.ImageWriter``: ``zoo predict`` writes PNGs)."""
+        return {"images": self.reconstruct(self._images(batch)), "names": None}
 
     def configure_optimizers(self):
         return configure_optimizers(self, self.parameters())
