@@ -120,8 +120,11 @@ def run_family(family: str, args: argparse.Namespace, tmp: Path, rng: random.Ran
             killed = fit(family, root, args, "--trainer.callbacks+=faults.KillAt", f"--trainer.callbacks.step={step}",
                          f"--trainer.callbacks.signal={fault}", f"--trainer.callbacks.record={record}")
             step = int(record.read_text()) if record.is_file() else step
-            saved, path = last(root)
-            resumed = fit(family, root, args, "--ckpt_path", str(path))
+            if list(root.rglob("last.ckpt")):
+                saved, path = last(root)
+                resumed = fit(family, root, args, "--ckpt_path", str(path))
+            else:  # killed before the first checkpoint: nothing to resume, the run starts again
+                saved, resumed = {"global_step": 0}, fit(family, root, args)
             final, _ = last(root)
             ok = killed.returncode != 0 and resumed.returncode == 0 and final["global_step"] == total
             row["survived"] += ok

@@ -90,6 +90,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         # A signal stops the run between two steps (Lightning raises after finishing the current one): save it.
+        # (During a validation inside fit the last periodic or epoch-end save stands: a state saved mid-validation
+        # would not resume to the same weights.)
         if isinstance(exception, (SIGTERMException, KeyboardInterrupt)) and trainer.training:
             self.save(trainer, pl_module)
 

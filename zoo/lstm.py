@@ -178,7 +178,15 @@ class CharLSTM(L.LightningModule):
             raise ValueError(f"The model's vocabulary ({len(self.hparams.vocab)} characters) differs from the data's "
                              f"({len(data_vocab)}); the ids would mean different characters. Use the same corpus.")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = self.hidden["train"]  # the carried state (truncated BPTT): a resumed epoch continues from it
+        if state is not None:
+            checkpoint["train_state"] = list(state) if isinstance(state, tuple) else [state]
+
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "train_state" in checkpoint:
+            state = checkpoint["train_state"]
+            self._restored_state = tuple(state) if len(state) > 1 else state[0]
         vocab = checkpoint["hyper_parameters"]["vocab"]
         if not self.hparams.vocab:  # e.g. `zoo predict --ckpt_path`: no corpus was read, the checkpoint has it
             self._build(vocab)
@@ -208,7 +216,12 @@ class CharLSTM(L.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
     def on_train_epoch_start(self) -> None:
-        self.hidden["train"] = None
+        # A new epoch starts from zeros; an epoch resumed from a checkpoint taken inside it, from the saved state.
+        restored = self.__dict__.pop("_restored_state", None)
+        self.hidden["train"] = None if restored is None else tuple(
+            t.to(self.device) for t in (restored if isinstance(restored, tuple) else (restored,)))
+        if isinstance(self.hidden["train"], tuple) and len(self.hidden["train"]) == 1:
+            self.hidden["train"] = self.hidden["train"][0]
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
