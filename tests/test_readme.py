@@ -83,6 +83,8 @@ def test_newcomer_sequence_on_real_data(tmp_path, monkeypatch):
     assert main(export_line) == 2  # an existing export is not replaced without --force
     assert main(["evaluate", str(tmp_path / "published" / "my_net.json")]) == 0
     outside = [a for a in zoo_lines() if a[0] in ("export", "quantize") and not a[1].startswith("runs/")]
+    ensemble = [a for a in zoo_lines() if a[0] == "evaluate" and "+" in a[1]]
+    assert len(ensemble) == 1  # run by tests/test_ensembles.py on tiny data (the full test set takes minutes)
     assert len(outside) == 4
     for args in outside:  # "Take a model out of Python": each writes and verifies its file
         assert main(args) == 0, args
