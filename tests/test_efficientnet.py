@@ -209,3 +209,15 @@ def test_config_runs_through_cli(image_root, tmp_path):
           "--data.init_args.data_dir", str(image_root), "--data.init_args.folder", "tiny",
           "--data.init_args.batch_size", "4", "--model.init_args.pretrained", "false",
           "--model.init_args.image_size", str(SIZE), "--trainer.default_root_dir", str(tmp_path / "cli")])
+
+
+def test_get_model_pretrained_means_imagenet_weights():
+    """zoo.get_model("efficientnet_lite0") (pretrained=True by default) holds the offline ImageNet backbone."""
+    import zoo
+    from zoo.efficientnet import package_state_dict
+
+    model = zoo.get_model("efficientnet_lite0", num_classes=2)
+    reference = package_state_dict()
+    own = model.backbone.state_dict()
+    assert model.pretrained_loaded and all(torch.equal(own[k], reference[k]) for k in own)
+    assert not zoo.get_model("efficientnet_lite0", num_classes=2, pretrained=False).pretrained_loaded

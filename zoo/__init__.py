@@ -89,9 +89,13 @@ def constructor_arguments(cls: type) -> dict[str, inspect.Parameter]:
 
 
 def get_model(name: str, **kwargs: Any):
-    """A new, randomly initialised instance of the registered model ``name``; ``kwargs`` go to its constructor."""
+    """A new instance of the registered model ``name``; ``kwargs`` go to its constructor. Randomly initialised,
+    except where an argument asks for pretrained weights (``efficientnet_lite0``'s ``pretrained=True``: ImageNet)."""
     entry = model_entry(name)
-    return entry.cls(**{**entry.fixed, **kwargs})
+    model = entry.cls(**{**entry.fixed, **kwargs})
+    if hasattr(model, "load_pretrained"):  # weights a constructor argument names are loaded here, not at fit time
+        model.load_pretrained()
+    return model
 
 
 def transforms(source: str):
