@@ -34,7 +34,7 @@ def test_overhead_arms_train_the_same_weights(short_tiny_run):
             torch.testing.assert_close(v, reference[k], msg=f"{arm}: {k} differs from the hand-written loop's")
 
 
-@pytest.mark.parametrize("script", ["export_parity", "startup", "quantize_lstm", "pruning", "faults", "newcomer"])
+@pytest.mark.parametrize("script", ["export_parity", "startup", "quantize_lstm", "pruning", "faults", "newcomer", "plots"])
 def test_benchmark_scripts_import(script):
     """The scripts the README quotes import cleanly (an import error fails here, not when someone runs them)."""
     assert callable(benchmark_script(script).main)
