@@ -113,3 +113,56 @@ def test_fault_harness_on_a_small_budget(tmp_path):
                           str(tmp_path / "faults.json")], capture_output=True, text=True, timeout=1800,
                          env={**__import__("os").environ, "ZOO_DATA_DIR": str(SHARED_DATA)})
     assert run.returncode == 0, run.stdout + run.stderr[-2000:]
+
+
+class KillRankAt(L.Callback):
+    """SIGKILLs the process of global rank ``rank`` after optimizer step ``step`` (a lost node or an OOM kill)."""
+
+    def __init__(self, step: int, rank: int = 1):
+        self.step, self.rank = step, rank
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def ddp_fit(data_dir, root, devices: int, *extra, timeout: int = 300):
+    """`python -m zoo fit` of the classic CNN on CPU DDP (``devices`` processes), as a user would start it."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    args = [sys.executable, "-m", "zoo", "fit", "--model", "cifar_cnn", "--data", "CIFAR10DataModule",
+            "--data.data_dir", str(data_dir), "--data.val_size", "10", "--data.batch_size", "4",
+            "--trainer.max_epochs", "2", "--trainer.accelerator", "cpu", "--trainer.devices", str(devices),
+            "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+            *(["--trainer.strategy", "ddp"] if devices > 1 else []), *extra]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    start = time.monotonic()
+    run = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, cwd=root.parent)
+    return run, time.monotonic() - start
+
+
+def test_ddp_job_exits_when_a_rank_is_killed(cifar_pickles, tmp_path):
+    """Killing one of two CPU DDP processes ends the job non-zero within a bounded time, not a hang."""
+    run, seconds = ddp_fit(cifar_pickles, tmp_path / "run", 2, "--trainer.callbacks+=test_resume.KillRankAt",
+                           "--trainer.callbacks.step=3")
+    assert run.returncode != 0 and seconds < 180, (run.returncode, seconds, run.stderr[-1500:])
+
+
+def test_checkpoints_move_between_one_and_two_processes(cifar_pickles, tmp_path):
+    """A last.ckpt written by 2 DDP processes resumes in 1, and one written by 1 process resumes in 2."""
+    two, _ = ddp_fit(cifar_pickles, tmp_path / "two", 2, "--trainer.max_epochs", "1")
+    assert two.returncode == 0, two.stderr[-1500:]
+    (path,) = (tmp_path / "two").rglob("last.ckpt")
+    one, _ = ddp_fit(cifar_pickles, tmp_path / "two", 1, "--ckpt_path", str(path))
+    assert one.returncode == 0, one.stderr[-1500:]
+    assert torch.load(path, map_location="cpu", weights_only=True)["epoch"] == 1  # trained on to the end
+
+    single, _ = ddp_fit(cifar_pickles, tmp_path / "one", 1, "--trainer.max_epochs", "1")
+    assert single.returncode == 0, single.stderr[-1500:]
+    (path,) = (tmp_path / "one").rglob("last.ckpt")
+    both, _ = ddp_fit(cifar_pickles, tmp_path / "one", 2, "--ckpt_path", str(path))
+    assert both.returncode == 0, both.stderr[-1500:]
+
