@@ -166,3 +166,29 @@ def test_checkpoints_move_between_one_and_two_processes(cifar_pickles, tmp_path)
     both, _ = ddp_fit(cifar_pickles, tmp_path / "one", 2, "--ckpt_path", str(path))
     assert both.returncode == 0, both.stderr[-1500:]
 
+
+
+def test_two_nodes_on_loopback_train_as_one_job(cifar_pickles, tmp_path):
+    """configs/trainer/multinode.yaml: two "nodes" (one process each, NODE_RANK 0 and 1, MASTER_ADDR 127.0.0.1) run
+    the same command and train as one 2-process job, as a SLURM/torchrun cluster would start it."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    preset = Path(__file__).resolve().parents[1] / "configs" / "trainer" / "multinode.yaml"
+    args = [sys.executable, "-m", "zoo", "fit", "--model", "cifar_cnn", "--data", "CIFAR10DataModule",
+            "--data.data_dir", str(cifar_pickles), "--data.val_size", "10", "--data.batch_size", "5",
+            "--config", str(preset), "--trainer.accelerator", "cpu", "--trainer.max_epochs", "1",
+            "--trainer.default_root_dir", str(tmp_path / "run"), "--trainer.enable_progress_bar", "false"]
+    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1",
+           "PYTHONWARNINGS": "ignore"}
+    nodes = [subprocess.Popen(args, env={**env, "NODE_RANK": str(rank)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path) for rank in (0, 1)]
+    errors = [node.communicate(timeout=300)[1] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], errors[0][-1500:] + errors[1][-1500:]
+    (last,) = (tmp_path / "run").rglob("last.ckpt")  # written once, by global rank 0
+    assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 5  # 50 images / (2 x 5)
