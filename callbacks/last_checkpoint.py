@@ -13,7 +13,6 @@ checkpoint stays.
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
@@ -34,15 +33,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     ``L.Trainer(plugins=[AtomicCheckpointIO()])``."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        try:
-            super().save_checkpoint(checkpoint, tmp, storage_options)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        from zoo.hub import write_atomic
+
+        write_atomic(Path(path), lambda tmp: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, tmp,
+                                                                                             storage_options))
 
 
 class LastCheckpoint(ModelCheckpoint):

@@ -44,6 +44,7 @@ from torch import nn
 
 import zoo
 from zoo.errors import UserError
+from zoo.hub import write_atomic
 
 Format = Literal["onnx", "torchscript", "exported-program"]
 FORMATS: tuple[str, ...] = get_args(Format)
@@ -373,12 +374,11 @@ def export_model(model_or_source: nn.Module | str | os.PathLike, out_path: str |
         raise ExportError(f"{out}: torch.export files must end in .pt2 (torch.export.load refuses other names).")
     if format == "onnx":
         require(*ONNX_PACKAGES)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial{out.suffix}")
     exporter = {"onnx": "torch.onnx.export(dynamo=True)", "torchscript": "torch.jit.trace",
                 "exported-program": "torch.export.export"}[format]
     meta = metadata(model, spec, format, exporter)
-    try:
+
+    def write(tmp: Path) -> None:
         with _inference(model), _quiet_export():
             spec.graph.eval()
             if format == "onnx":
@@ -394,10 +394,10 @@ def export_model(model_or_source: nn.Module | str | os.PathLike, out_path: str |
             else:
                 program = torch.export.export(spec.graph, spec.inputs, dynamic_shapes=_dynamic_shapes(spec))
                 torch.export.save(program, str(tmp), extra_files=meta)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+
+    try:
+        write_atomic(out, write)
     except Exception as err:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(err, UserError):
             raise
         raise ExportError(f"{_name(model)} ({spec.part}) could not be exported as {format}: {_one_line(err)}") from err
@@ -504,9 +504,7 @@ def quantize_static_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLi
             x = next(batches, None)
             return None if x is None else {name: x.detach().cpu().float().numpy()}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.partial{out.suffix}")
-    try:
+    def write(tmp: Path) -> None:
         quant_pre_process(str(src), str(tmp))  # shape inference and graph fusions, as onnxruntime recommends
         quantize_static(str(tmp), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
@@ -518,10 +516,10 @@ def quantize_static_int8(onnx_path: str | os.PathLike, out_path: str | os.PathLi
         del quantized.metadata_props[:]
         onnx.helper.set_model_props(quantized, {k: json.dumps(v) for k, v in meta.items()})
         onnx.save(quantized, str(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
+
+    try:
+        write_atomic(out, write)
     except Exception as err:
-        Path(tmp).unlink(missing_ok=True)
         if isinstance(err, UserError):
             raise
         raise ExportError(f"{src}: static int8 quantisation failed: {_one_line(err)}") from err

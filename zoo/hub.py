@@ -303,9 +303,11 @@ def _git_commit() -> str | None:
 
 def write_atomic(path: Path, write, mode: int = 0o644) -> None:
     """``write(tmp_path)`` into a temporary file beside ``path``, then rename it over ``path``: a killed process
-    leaves either the old file or the new one, never half of one. The file gets ``mode`` (0644: readable by all)."""
+    leaves either the old file or the new one, never half of one. The file gets ``mode`` (0644: readable by all).
+    The temporary name keeps ``path``'s suffix (torch.export and onnx tools look at it)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".partial{path.suffix}")
     os.close(fd)
     try:
         write(Path(tmp))

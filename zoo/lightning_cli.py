@@ -9,6 +9,7 @@ Usage (through the ``zoo`` command, see zoo/cli.py):
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import lightning as L
@@ -52,6 +53,13 @@ def resumed_step(ckpt: str) -> int:
     if not Path(ckpt).is_file():
         raise UserError(f"--ckpt_path {ckpt}: no such file. A run keeps its state in "
                         "runs/<config>/version_N/checkpoints/last.ckpt.")
+    path = Path(ckpt).resolve()
+    return _checkpoint_step(str(path), path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _checkpoint_step(ckpt: str, mtime_ns: int) -> int:
+    """Read once per file version: `zoo fit` checks the checkpoint before parsing and reads its step after."""
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, bit-flipped, not a checkpoint, or carrying code (refused unexecuted)
