@@ -314,7 +314,8 @@ def cmd_lightning(argv: list[str]) -> int:
             print("zoo: stopped by SIGTERM; resume with --ckpt_path <run>/checkpoints/last.ckpt", file=sys.stderr)
             return 143
         if isinstance(err.__context__, KeyboardInterrupt):  # Lightning's Ctrl-C handling exits 1
-            print("zoo: interrupted; resume with --ckpt_path <run>/checkpoints/last.ckpt", file=sys.stderr)
+            print("zoo: interrupted; once training had started, <run>/checkpoints/last.ckpt holds its last step "
+                  "(resume with --ckpt_path)", file=sys.stderr)
             return 130
         raise
     except BaseException:
