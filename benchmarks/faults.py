@@ -6,8 +6,10 @@ uninterrupted run. Prints the table the faults issue asks for and writes benchma
 
 Each run is `python -m zoo fit --config configs/<family>.yaml` cut to a few batches per epoch, with last.ckpt every
 ``--every`` steps. Faults: SIGKILL at a seeded random step (then resume from last.ckpt), SIGTERM at a random step
-(resume), a NaN injected into the weights (the run must stop, last.ckpt must stay finite), a truncated and a
-bit-flipped last.ckpt (the resume must refuse it in one line), an unwritable run folder and a full disk (one line, non-zero exit).
+(resume), SIGKILL in the middle of writing a checkpoint (resume from the previous one), a truncated and a
+bit-flipped cache of decoded data (the run must rebuild it and train as the reference did), a NaN injected into the
+weights (the run must stop, last.ckpt must stay finite), a truncated and a bit-flipped last.ckpt (the resume must
+refuse it in one line), an unwritable run folder and a full disk (one line, non-zero exit).
 "steps lost" is the work redone after the fault; "max |dw|" compares the resumed run's final weights with the
 uninterrupted run's.
 """
@@ -51,6 +53,34 @@ class KillAt(L.Callback):
             if self.record:
                 Path(self.record).write_text(str(trainer.global_step))
             os.kill(os.getpid(), getattr(signal, self.signal))
+
+
+class KillDuringSave(L.Callback):
+    """SIGKILLs this process while it writes the first checkpoint at or after optimizer step ``step``: a thread waits
+    for the temporary file to appear and grow, then kills (a kill in the middle of a write)."""
+
+    def __init__(self, step: int, record: str = ""):
+        self.step, self.record = step, record
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        if trainer.global_step < self.step:
+            return
+        import threading
+        import time
+
+        folder = Path(trainer.checkpoint_callback.dirpath)
+        if self.record:
+            Path(self.record).write_text(str(trainer.global_step))
+
+        def kill_when_writing():
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if any(p.stat().st_size > 0 for p in folder.glob(".*.partial*")):
+                    break
+                time.sleep(0.0005)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        threading.Thread(target=kill_when_writing, daemon=True).start()
 
 
 class NanAt(L.Callback):
@@ -132,6 +162,43 @@ def run_family(family: str, args: argparse.Namespace, tmp: Path, rng: random.Ran
             row["max_dw"] = max(row["max_dw"], max_diff(reference["state_dict"], final["state_dict"]))
             row["data_lost"] += int(not ok)
         rows.append(row)
+    # SIGKILL while last.ckpt is being written: the previous last.ckpt stays whole and the run resumes from it.
+    row = {"family": family, "fault": "SIGKILL mid checkpoint write", "trials": args.trials, "survived": 0,
+           "steps_lost": [], "max_dw": 0.0, "data_lost": 0}
+    for trial in range(args.trials):
+        step = rng.randrange(args.every + 1, total - 1)
+        root, record = tmp / f"killsave{trial}", tmp / f"killsave{trial}.step"
+        killed = fit(family, root, args, "--trainer.callbacks+=faults.KillDuringSave",
+                     f"--trainer.callbacks.step={step}", f"--trainer.callbacks.record={record}")
+        step = int(record.read_text()) if record.is_file() else step
+        saved, path = last(root)  # loads: never half a file
+        resumed = fit(family, root, args, "--ckpt_path", str(path))
+        final, _ = last(root)
+        leftovers = list(path.parent.glob(".*.partial*"))  # the killed write's temporary file, removed on resume
+        ok = killed.returncode == -signal.SIGKILL and resumed.returncode == 0 and final["global_step"] == total
+        row["survived"] += ok and not leftovers
+        row["steps_lost"].append(step - saved["global_step"])
+        row["max_dw"] = max(row["max_dw"], max_diff(reference["state_dict"], final["state_dict"]))
+        row["data_lost"] += int(not ok)
+    rows.append(row)
+    # A damaged cache of decoded data (truncated, bit-flipped) is noticed and rebuilt: same weights as the reference.
+    caches = sorted(p for p in Path(os.environ["ZOO_CACHE"]).rglob("*") if p.is_file() and p.stat().st_size > 4096)
+    for damage in ("truncated", "bit-flipped"):
+        if not caches:
+            break
+        for cache in caches:
+            data = bytearray(cache.read_bytes())
+            if damage == "truncated":
+                data = data[: len(data) // 2]
+            else:
+                data[len(data) // 2] ^= 0x10
+            cache.write_bytes(bytes(data))
+        run = fit(family, tmp / f"cache-{damage}", args)
+        state, _ = last(tmp / f"cache-{damage}") if run.returncode == 0 else ({"state_dict": {}}, None)
+        dw = max_diff(reference["state_dict"], state["state_dict"]) if run.returncode == 0 else None
+        rows.append({"family": family, "fault": f"{damage} data cache", "trials": 1,
+                     "survived": int(run.returncode == 0 and dw == 0.0), "steps_lost": [], "max_dw": dw,
+                     "data_lost": int(run.returncode != 0)})
     # NaN: the run stops with one line and the last good checkpoint stays finite.
     root = tmp / "nan"
     step = rng.randrange(2, total - 1)
@@ -189,12 +256,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         args.configs = {f: config_with_checkpoint_every(f, args.every, Path(tmp)) for f in args.families}
         for family in args.families:
+            os.environ["ZOO_CACHE"] = str(Path(tmp) / family / "cache")  # its own caches, damaged on purpose below
             rows += run_family(family, args, Path(tmp) / family, rng)
-    print(f"{'family':<11}{'fault':<26}{'trials':>7}{'survived':>9}  {'steps lost':<12}{'max |dw|':>10}{'data lost':>10}")
+    print(f"{'family':<11}{'fault':<30}{'trials':>7}{'survived':>9}  {'steps lost':<12}{'max |dw|':>10}{'data lost':>10}")
     for r in rows:
         dw = "-" if r["max_dw"] is None else f"{r['max_dw']:.1e}"
         lost = ",".join(map(str, r["steps_lost"])) or "-"
-        print(f"{r['family']:<11}{r['fault']:<26}{r['trials']:>7}{r['survived']:>9}  {lost:<12}{dw:>10}"
+        print(f"{r['family']:<11}{r['fault']:<30}{r['trials']:>7}{r['survived']:>9}  {lost:<12}{dw:>10}"
               f"{r['data_lost']:>10}")
     args.out.write_text(json.dumps({"cpu": open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0]
                                     .strip(" :\t"), "args": {k: str(v) for k, v in vars(args).items() if k != "configs"},

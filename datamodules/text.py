@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -72,27 +73,30 @@ def as_streams(ids: torch.Tensor, streams: int) -> torch.Tensor:
 class StreamBatches(IterableDataset):
     """Batches ``(x, y)`` of shape (streams, <= seq_len) walking along ``streams`` (S, L) in time; ``y`` is ``x``
     shifted by one character. With ``random_offset`` each pass starts at a random offset below ``seq_len``, so the
-    truncation points move from epoch to epoch (training only)."""
+    truncation points move from epoch to epoch (training only).
 
-    def __init__(self, streams: torch.Tensor, seq_len: int, random_offset: bool = False, seed: int = 0):
-        self.streams, self.seq_len, self.random_offset = streams, seq_len, random_offset
-        # Offsets come from a generator of their own whose state at the start of the current pass is checkpointed
-        # (ResumableLoader saves ``state_dict``), so a resumed run replays the same pass and skips what it trained on.
-        self.generator = torch.Generator().manual_seed(seed)
-        self._pass_start = self.generator.get_state()
+    The offset of a pass is drawn from a generator seeded with ``seed + epoch``, ``epoch`` being what ``epoch()``
+    returns (the trainer's current epoch; without it, the number of passes so far), so it depends on nothing that
+    ran before: a run resumed in any epoch, or at an epoch's end, replays the very same truncation points."""
 
-    def state_dict(self) -> dict:
-        return {"generator": self._pass_start}
+    def __init__(self, streams: torch.Tensor, seq_len: int, random_offset: bool = False, seed: int = 0,
+                 epoch: Callable[[], int] | None = None):
+        self.streams, self.seq_len, self.random_offset, self.seed = streams, seq_len, random_offset, seed
+        self._epoch_of, self._passes = epoch, 0
 
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next pass."""
+        return self._epoch_of() if self._epoch_of is not None else self._passes
 
     def __len__(self) -> int:
         return math.ceil((self.streams.shape[1] - 1) / self.seq_len)
 
     def __iter__(self):
-        self._pass_start = self.generator.get_state()
-        start = int(torch.randint(self.seq_len, (), generator=self.generator)) if self.random_offset else 0
+        epoch = self.epoch
+        self._passes += 1
+        generator = torch.Generator().manual_seed(self.seed + epoch)
+        start = int(torch.randint(self.seq_len, (), generator=generator)) if self.random_offset else 0
         last = self.streams.shape[1] - 1  # the last character is only ever a target
         for i in range(start, last, self.seq_len):
             j = min(i + self.seq_len, last)
@@ -113,7 +117,7 @@ class CharTextDataModule(L.LightningDataModule):
         seq_len: characters per batch and stream, i.e. the truncated-BPTT length.
         split: train/val/test proportions of the file, taken contiguously in this order.
         random_offset: shift the training truncation points by a random amount each epoch.
-        seed: seed of those offsets (their own generator, checkpointed with the run).
+        seed: seed of those offsets (``seed + epoch`` each epoch, whatever ran before).
         prompts: texts that ``zoo predict`` continues, one prediction per prompt.
         sample_length: characters generated per prompt.
         temperature: sampling temperature (0 = greedy).
@@ -186,8 +190,9 @@ class CharTextDataModule(L.LightningDataModule):
     def _loader(self, split: str) -> DataLoader | list:
         if split not in self.streams:
             return []
+        epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else None
         data = StreamBatches(self.streams[split], self.hparams.seq_len, self.hparams.random_offset and split == "train",
-                             seed=self.hparams.seed)
+                             seed=self.hparams.seed, epoch=epoch)
         return ResumableLoader(data, batch_size=None)  # items are whole batches, in order
 
     def train_dataloader(self) -> DataLoader:

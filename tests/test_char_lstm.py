@@ -149,3 +149,38 @@ def test_cpu_config_exports_a_card_that_evaluate_reproduces(text_file: Path, tmp
     assert published.generate("To", 30, seed=0) == CharLSTM.load_from_checkpoint(ckpt).generate("To", 30, seed=0)
     for metric, expected, measured in hub.evaluate(str(card_path), accelerator="cpu"):
         assert measured == pytest.approx(expected, rel=1e-5), metric
+
+
+class SigtermAt(L.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            import os
+            import signal
+
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("stop_at", [3, 4], ids=["mid-epoch", "epoch-end"])
+def test_resume_continues_the_carried_state_exactly(text_file: Path, tmp_path: Path, stop_at: int):
+    """Stopped after step 3 (inside an epoch of 4) the resumed run continues the saved state; stopped after step 4
+    (the epoch's last) it starts the next epoch from zeros. Either way it ends with the uninterrupted run's weights."""
+
+    def fit(root: Path, *extra: str) -> int:
+        return main(["fit", "--model", "CharLSTM", "--data", "CharTextDataModule", "--data.path", str(text_file),
+                     "--data.batch_size", "2", "--data.seq_len", "16", "--trainer.max_epochs", "2",
+                     "--trainer.limit_train_batches", "4", "--trainer.limit_val_batches", "1",
+                     "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false",
+                     "--trainer.callbacks+=LastCheckpoint", *[f"--model.{k}={v}" for k, v in TINY.items()], *extra])
+
+    assert fit(tmp_path / "a") == 0
+    assert fit(tmp_path / "b", "--trainer.callbacks+=test_char_lstm.SigtermAt",
+               f"--trainer.callbacks.step={stop_at}") == 143
+    (path,) = (tmp_path / "b").rglob("last.ckpt")
+    assert torch.load(path, weights_only=True)["global_step"] == stop_at
+    assert fit(tmp_path / "b", "--ckpt_path", str(path)) == 0
+    (ref,), (resumed,) = (tmp_path / "a").rglob("last.ckpt"), (tmp_path / "b").rglob("last.ckpt")
+    a, b = (torch.load(p, weights_only=True)["state_dict"] for p in (ref, resumed))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -151,7 +151,12 @@ class DCGAN(L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> None:
         real = batch[0] if isinstance(batch, (list, tuple)) else batch
         opt_g, opt_d = self.optimizers()
-        z = torch.randn(len(real), self.hparams.latent_dim, 1, 1, device=real.device, dtype=real.dtype)
+        # The noise of the whole global batch from a generator seeded by the step; this process takes the rows of its
+        # images (DDP deals them out in turn), so N processes at B/N train as 1 at B, and a resumed run draws the same.
+        world, rank = self.trainer.world_size, self.trainer.global_rank
+        generator = torch.Generator().manual_seed(torch.initial_seed() + self.global_step)
+        z = torch.randn(len(real) * world, self.hparams.latent_dim, 1, 1, generator=generator)[rank::world]
+        z = z.to(real.device, real.dtype)
         fake = self.generator(z)
 
         # Discriminator step. `fake` is not detached: under DDP (find_unused_parameters=False) every backward must

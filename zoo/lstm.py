@@ -131,7 +131,7 @@ class CharLSTM(L.LightningModule):
         scheduler: called with the optimizer, stepped every ``scheduler_interval``. Overrides ``schedule``.
         scheduler_interval: "epoch" or "step", for ``scheduler``.
         schedule: built-in per-step schedule when ``scheduler`` is None: "constant", "linear" or "cosine" decay
-            after the warm-up, or "onecycle".
+            after the warm-up, "flat_cosine" (flat, then cosine over the second half) or "onecycle".
         warmup: fraction of the steps spent ramping the learning rate up from 0.
         lr_end: learning-rate multiplier at the last step.
     """
@@ -179,14 +179,17 @@ class CharLSTM(L.LightningModule):
                              f"({len(data_vocab)}); the ids would mean different characters. Use the same corpus.")
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        state = self.hidden["train"]  # the carried state (truncated BPTT): a resumed epoch continues from it
-        if state is not None:
+        # The carried state (truncated BPTT) and where it was: a run resumed at the very next batch continues from it;
+        # one resumed at an epoch's start begins from zeros, as the uninterrupted run does.
+        state, at = self.hidden["train"], getattr(self, "_trained_up_to", None)
+        if state is not None and at is not None:
             checkpoint["train_state"] = list(state) if isinstance(state, tuple) else [state]
+            checkpoint["train_state_at"] = list(at)  # [epoch, batches trained in it]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "train_state" in checkpoint:
+        if "train_state" in checkpoint and "train_state_at" in checkpoint:
             state = checkpoint["train_state"]
-            self._restored_state = tuple(state) if len(state) > 1 else state[0]
+            self._restored_state = (tuple(state) if len(state) > 1 else state[0], tuple(checkpoint["train_state_at"]))
         vocab = checkpoint["hyper_parameters"]["vocab"]
         if not self.hparams.vocab:  # e.g. `zoo predict --ckpt_path`: no corpus was read, the checkpoint has it
             self._build(vocab)
@@ -216,15 +219,19 @@ class CharLSTM(L.LightningModule):
         return F.cross_entropy(logits.flatten(0, 1), y.flatten())
 
     def on_train_epoch_start(self) -> None:
-        # A new epoch starts from zeros; an epoch resumed from a checkpoint taken inside it, from the saved state.
+        self.hidden["train"] = None  # each epoch starts from zeros
+
+    def on_train_batch_start(self, batch, batch_idx: int) -> None:
+        # A run resumed from a checkpoint taken inside an epoch continues the state saved with it.
         restored = self.__dict__.pop("_restored_state", None)
-        self.hidden["train"] = None if restored is None else tuple(
-            t.to(self.device) for t in (restored if isinstance(restored, tuple) else (restored,)))
-        if isinstance(self.hidden["train"], tuple) and len(self.hidden["train"]) == 1:
-            self.hidden["train"] = self.hidden["train"][0]
+        if restored is not None and restored[1] == (self.current_epoch, batch_idx):
+            state = restored[0]
+            self.hidden["train"] = tuple(t.to(self.device) for t in state) if isinstance(state, tuple) else state.to(
+                self.device)
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         loss = self._step(batch, "train")
+        self._trained_up_to = (self.current_epoch, batch_idx + 1)  # where self.hidden["train"] stands
         self.log("train/loss", loss, prog_bar=True, batch_size=batch[1].numel())
         self.log("train/bpc", loss / math.log(2), batch_size=batch[1].numel())
         return loss
