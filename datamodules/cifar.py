@@ -3,6 +3,7 @@
 Usage:
     dm = CIFAR10DataModule(data_dir="data", batch_size=512)
     # zoo fit --config configs/cifar_resnet.yaml --data.data_dir /path/to/data
+    dm = CIFAR10DataModule(imbalance_ratio=100, sampling="oversample", augment_policy="randaugment")
 
 Two on-disk formats are read, found automatically under ``data_dir``:
   * torchvision's ``cifar-10-batches-py/`` pickles (downloaded in ``prepare_data`` when online);
@@ -13,9 +14,7 @@ Two on-disk formats are read, found automatically under ``data_dir``:
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import zipfile
 from pathlib import Path
 from typing import Literal
 
@@ -23,9 +22,15 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from zoo.errors import UserError
-from zoo.datamodules.common import CIFAR10_LICENCE, TensorBatches, TensorSplitLoaders, cache_dir, resolve_data_dir  # noqa: E501
+from zoo.datamodules.augment import Policy, augment_batch
+from zoo.datamodules.common import (CIFAR10_LICENCE, TensorBatches, TensorSplitLoaders, cache_dir, read_cache,
+                                    resolve_data_dir, write_cache)
+from zoo.datamodules.pseudo_labels import read_pseudo_labels
+from zoo.datamodules.sampling import (BalancedSampler, Sampling, balanced_quotas, class_counts, generator_for,
+                                      long_tail_quotas, subset_per_class)
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)
@@ -33,10 +38,14 @@ STD = (0.2470, 0.2435, 0.2616)
 IMAGE_FOLDER_NAMES = ("", "cifar10", "cifar10-jpg", "cifar10-png", "CIFAR10")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 PICKLE_DIR = "cifar-10-batches-py"
+# Independent random streams derived from ``seed`` (generator_for(seed, stream, ...)).
+LONG_TAIL_STREAM, LABELLED_STREAM, AUGMENT_STREAM = 1, 2, 3
 
 
 class CIFAR10NotFoundError(UserError, FileNotFoundError):
     pass
+
+
 
 
 def find_cifar10(data_dir: Path) -> tuple[str, Path] | None:
@@ -109,19 +118,13 @@ def _fingerprint(kind: str, root: Path) -> str:
 
 
 def load_cached(kind: str, root: Path, cache: Path) -> dict[str, np.ndarray]:
-    """Decode once into ``cache/cifar10-<fingerprint>.npz``; later runs memory-load it (no pickle, no re-decode)."""
+    """Decode once into ``cache/cifar10-<fingerprint>.npz``; later runs memory-load it (no pickle, no re-decode)
+    after checking its sha256 (a damaged cache is decoded again, never used)."""
     path = cache / f"cifar10-{_fingerprint(kind, root)}.npz"
-    if path.is_file():
-        try:
-            with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # f: closed even if np.load fails
-                return {k: z[k] for k in z.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:  # a damaged cache is rebuilt, never trusted
-            print(f"zoo: ignoring unreadable cache {path} ({err}); decoding again")
-    arrays = read_pickles(root) if kind == "pickle" else read_image_folder(root)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache behind
+    arrays = read_cache(path)
+    if arrays is None:
+        arrays = read_pickles(root) if kind == "pickle" else read_image_folder(root)
+        write_cache(path, **arrays)
     return arrays
 
 
@@ -180,6 +183,25 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         cutout: side of the cutout square in pixels; 0 disables it.
         num_workers: DataLoader workers; batches are slices of an in-memory tensor, so 0 is usually fastest.
         download: fetch torchvision's copy in ``prepare_data`` when none is found.
+        sampling: training order: "none" (each image once an epoch), "oversample" (classes equally often, epoch of
+            the training-set size) or "undersample" (min class count per class, a shorter epoch); seeded per epoch.
+        imbalance_ratio: > 1 makes the training split long-tailed (Cui et al., 2019): class i keeps
+            ``int(n_max * ratio ** (-i / 9))`` images picked with ``seed`` (airplane the head, truck the tail;
+            5000 ... 50 at 100 with val_size 0). Applied after the validation split, so val and test stay as they are.
+        augment_policy: "randaugment", "trivialaugment", "autoaugment" (CIFAR-10 policy) or "augmix", drawn per
+            image after crop and flip (datamodules/augment.py), from a generator seeded by (seed, rank, epoch,
+            batch index), so a resumed run replays it; "none": off.
+        labelled: > 0 keeps a class-balanced seeded subset of that many labelled training images (after
+            ``imbalance_ratio``); the rest of the training split is the unlabelled pool (``unlabelled_dataloader``).
+        pseudo_labels: a teacher's labels for (part of) the unlabelled pool, trained on beside the labelled images;
+            needs ``labelled``. A safetensors file holding ``indices`` int64 (M,): positions in the decoded training
+            array (``train_x``: the official order for the pickles, sorted class folders then file names for an
+            ImageFolder copy; exactly what ``unlabelled_dataloader`` yields) and ``probs`` float (M, 10): class
+            probabilities. Every index must be in this DataModule's unlabelled pool (same data, ``seed``,
+            ``val_size``, ``imbalance_ratio`` and ``labelled``), which keeps validation images out. Training targets
+            are then float (B, 10): one-hot for labelled images, ``probs`` for pseudo-labelled ones.
+        pseudo_hard: use one-hot ``argmax(probs)`` instead of the probabilities.
+        pseudo_threshold: drop pseudo-labels whose largest probability is below it.
     """
 
     def __init__(
@@ -193,9 +215,21 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         cutout: int = 0,
         num_workers: int = 0,
         download: bool = True,
+        sampling: Sampling = "none",
+        imbalance_ratio: float = 1.0,
+        augment_policy: Policy = "none",
+        labelled: int = 0,
+        pseudo_labels: str | None = None,
+        pseudo_hard: bool = False,
+        pseudo_threshold: float = 0.0,
     ):
         super().__init__()
         self.save_hyperparameters()
+        if imbalance_ratio < 1:
+            raise ValueError(f"imbalance_ratio must be >= 1 (head count / tail count); got {imbalance_ratio}.")
+        if pseudo_labels and labelled <= 0:
+            raise ValueError("pseudo_labels needs labelled > 0: the teacher labels the images outside the labelled "
+                             "subset (the unlabelled pool), and with labelled=0 every training image is labelled.")
         self.data_dir = resolve_data_dir(data_dir)
         self.num_classes = len(CLASSES)
         self.classes = CLASSES
@@ -233,25 +267,86 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         arrays = load_cached(*found, cache_dir("datasets"))
         to_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))  # noqa: E731
         train_x, train_y = to_tensor(arrays["train_x"]), torch.from_numpy(arrays["train_y"])
-        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(self.hparams.seed))
-        val_idx, train_idx = order[: self.hparams.val_size], order[self.hparams.val_size :]
+        h = self.hparams
+        order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(h.seed))
+        val_idx, train_idx = order[: h.val_size], order[h.val_size :]
+        if h.imbalance_ratio != 1:  # after the val split: val keeps its (random, near-balanced) draw
+            quotas = long_tail_quotas(class_counts(train_y[train_idx], self.num_classes), h.imbalance_ratio)
+            train_idx = train_idx[subset_per_class(train_y[train_idx], quotas, generator_for(h.seed, LONG_TAIL_STREAM))]
+        train_targets = train_y[train_idx]
+        datasets = {}
+        if h.labelled > 0:
+            pool = train_idx
+            quotas = balanced_quotas(class_counts(train_targets, self.num_classes), h.labelled)
+            train_idx = pool[subset_per_class(train_targets, quotas, generator_for(h.seed, LABELLED_STREAM))]
+            unlabelled = pool[~torch.isin(pool, train_idx)].sort().values  # in index order, for the teacher
+            datasets["unlabelled"] = TensorBatches(train_x[unlabelled], unlabelled)
+            train_targets = train_y[train_idx]
+            if h.pseudo_labels:
+                settings = f"seed={h.seed}, val_size={h.val_size}, imbalance_ratio={h.imbalance_ratio}, labelled={h.labelled}"
+                pseudo_idx, probs = read_pseudo_labels(h.pseudo_labels, unlabelled, self.num_classes,
+                                                       h.pseudo_threshold, h.pseudo_hard, settings)
+                train_idx = torch.cat([train_idx, pseudo_idx])
+                train_targets = torch.cat([F.one_hot(train_targets, self.num_classes).float(), probs])
         train_images = train_x[train_idx]
-        if self.hparams.flip == "alternate":  # the fixed half that starts mirrored
-            mirrored = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(self.hparams.seed + 1)) < 0.5
+        if h.flip == "alternate":  # the fixed half that starts mirrored
+            mirrored = torch.rand(len(train_idx), generator=torch.Generator().manual_seed(h.seed + 1)) < 0.5
             train_images[mirrored] = train_images[mirrored].flip(3)
-        self.datasets = {
-            "train": TensorBatches(train_images, train_y[train_idx]),
+        self.datasets = datasets | {
+            "train": TensorBatches(train_images, train_targets),
             "val": TensorBatches(train_x[val_idx], train_y[val_idx]),
             "test": TensorBatches(to_tensor(arrays["test_x"]), torch.from_numpy(arrays["test_y"])),
         }
 
+    def class_counts(self) -> torch.Tensor:
+        """Training images per class, int64 (10,), in the split actually trained on (after ``imbalance_ratio`` and
+        ``labelled``; pseudo-labelled images count for their most probable class), e.g. for class-weighted losses."""
+        self.setup()
+        labels = self.datasets["train"].labels
+        return class_counts(labels if labels.ndim == 1 else labels.argmax(1), self.num_classes)
+
+    def train_sampler(self, n: int):
+        """EpochSampler, or a BalancedSampler over the training labels when ``sampling`` asks for one."""
+        if self.hparams.sampling == "none":
+            return super().train_sampler(n)
+        labels = self.datasets["train"].labels
+        labels = labels if labels.ndim == 1 else labels.argmax(1)
+        return BalancedSampler(labels, self.hparams.sampling, seed=self.hparams.seed, num_classes=self.num_classes)
+
+    def unlabelled_dataloader(self) -> DataLoader:
+        """The unlabelled pool (``labelled`` > 0), in index order, as ``(images, indices)``: images normalised as for
+        prediction, float (B, 3, 32, 32) on the CPU; indices int64 (B,), positions in the decoded training array.
+        ``zoo pseudo-label TEACHER`` labels it (datamodules/pseudo_labels.py)."""
+        self.setup()
+        if "unlabelled" not in self.datasets:
+            raise ValueError("unlabelled_dataloader() needs labelled > 0 (with labelled=0 every image is labelled).")
+        return DataLoader(self.datasets["unlabelled"], batch_size=self.hparams.batch_size,
+                          collate_fn=self._normalised, num_workers=self.hparams.num_workers)
+
+    def _normalised(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.normalize(batch[0]), batch[1]
+
     def card_info(self) -> dict:
         """What a model card records about this data: dataset, splits, licence and the model's preprocessing."""
         h = self.hparams
+        train = f"train minus {h.val_size} images held out for validation (seed {h.seed})"
+        if h.imbalance_ratio != 1:
+            train += (f"; long-tailed with imbalance ratio {h.imbalance_ratio:g} (Cui et al. 2019: class i keeps "
+                      f"int(n_max * {h.imbalance_ratio:g} ** (-i / 9)) images)")
+        if h.labelled > 0:
+            train += f"; {h.labelled} labelled images (class-balanced)"
+            if h.pseudo_labels:
+                train += (f" plus {'hard' if h.pseudo_hard else 'soft'} pseudo-labels from {Path(h.pseudo_labels).name}"
+                          f" (threshold {h.pseudo_threshold:g})")
+        if h.sampling != "none":
+            train += f"; {h.sampling}d to balance the classes"
+        if h.augment_policy != "none":
+            train += f"; {h.augment_policy} augmentation"
         return {
             "dataset": "CIFAR-10",
             "classes": list(CLASSES),
-            "train_split": f"train minus {h.val_size} images held out for validation (seed {h.seed})",
+            "train_split": train,
+            **({"imbalance_ratio": h.imbalance_ratio} if h.imbalance_ratio != 1 else {}),
             "test_split": "test (the official 10,000 images)",
             "licence": CIFAR10_LICENCE,
             "preprocessing": {
@@ -267,6 +362,8 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
         if not isinstance(batch, (tuple, list)):  # e.g. the model's example_input_array, already a float input
             return batch
         x, y = batch
+        if x.dtype != torch.uint8:  # already normalised (e.g. unlabelled_dataloader's batches)
+            return batch
         if self.trainer is not None and self.trainer.training:
             x = random_crop(x, self.hparams.crop_padding)
             if self.hparams.flip == "alternate":
@@ -274,9 +371,20 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
                     x = x.flip(3)
             elif self.hparams.flip:
                 x = random_flip(x)
+            if self.hparams.augment_policy != "none":
+                x = augment_batch(x, self.hparams.augment_policy, self._batch_generator(), "cifar10")
             if self.hparams.cutout > 0:
                 x = cutout(x, self.hparams.cutout)
         return self.normalize(x), y
+
+    def _batch_generator(self) -> torch.Generator:
+        """A generator seeded by (seed, rank, epoch, index of this batch in the epoch): the same batch gets the same
+        draws in a resumed run, whatever else consumed random numbers before it."""
+        t = self.trainer
+        # In on_after_batch_transfer the loop has not counted this batch yet: `ready` is its index (Lightning's
+        # training_epoch_loop.advance passes batch_idx = ready to training_step), restored on a mid-epoch resume.
+        batch_idx = t.fit_loop.epoch_loop.batch_progress.current.ready
+        return generator_for(self.hparams.seed, AUGMENT_STREAM, t.global_rank, t.current_epoch, batch_idx)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 (B, 3, H, W) in [0, 255] -> float, standardised with the CIFAR-10 mean and std."""

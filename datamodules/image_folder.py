@@ -2,6 +2,7 @@
 
 Usage:
     dm = ImageFolderDataModule("hymenoptera_data", data_dir="../shared/data", precompute=True)
+    dm = ImageFolderDataModule("hymenoptera_data", sampling="oversample", augment_policy="trivialaugment")
     # zoo fit --config configs/efficientnet_hymenoptera.yaml
 
 Layouts, found automatically under ``data_dir/folder``:
@@ -10,7 +11,10 @@ Layouts, found automatically under ``data_dir/folder``:
   * one folder of class sub-folders, split into train/val by a seeded permutation (``val_fraction``).
 
 Transforms come from the model: ``setup`` reads ``trainer.lightning_module.data_config`` (timm's
-resolve_data_config of its weights) and builds timm's train/eval transforms, so model and data cannot disagree.
+resolve_data_config of its weights) and builds timm's train/eval transforms, so model and data cannot disagree;
+``augment_policy`` adds torchvision's per-sample policy to the training transform, on the cropped image before
+ToTensor/normalise. Its random draws, like timm's crops, come from the global RNGs of each DataLoader worker (seeded by
+``seed_everything``), so unlike the CIFAR/MNIST DataModules a resumed run does not replay the same augmentation.
 ``precompute=True`` runs the frozen backbone once over train and val (eval transform), caches the features under
 ``$ZOO_CACHE/features`` and serves them while the model says its backbone is frozen, then images again.
 """
@@ -23,15 +27,16 @@ import time
 from pathlib import Path
 
 import lightning as L
-import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from zoo.errors import UserError
-from zoo.datamodules.common import cache_dir, resolve_data_dir
+from zoo.datamodules.augment import Policy, policy_transform
+from zoo.datamodules.common import cache_dir, read_cache, resolve_data_dir, write_cache
+from zoo.datamodules.sampling import BalancedSampler, Sampling, class_counts
 
 IMAGENET_CONFIG = {"input_size": (3, 224, 224), "interpolation": "bicubic", "mean": (0.485, 0.456, 0.406),
                    "std": (0.229, 0.224, 0.225), "crop_pct": 0.875, "crop_mode": "center"}
@@ -55,10 +60,15 @@ class Files(Dataset):
             return self.transform(im.convert("RGB")), str(self.paths[i])
 
 
-def class_weights(targets: list[int], num_classes: int) -> torch.Tensor:
-    """Per-sample weights 1/count(class): a WeightedRandomSampler then draws every class equally often."""
-    counts = torch.bincount(torch.as_tensor(targets), minlength=num_classes).clamp(min=1).double()
-    return (1.0 / counts)[torch.as_tensor(targets)]
+def with_policy(transform, policy: Policy):
+    """``transform`` (a Compose, e.g. timm's) with torchvision's ``policy`` inserted before its ToTensor step, where
+    the image is still the (cropped) PIL image the policies expect; ImageNet's AutoAugment policy."""
+    tf = policy_transform(policy, "imagenet")
+    if tf is None:
+        return transform
+    steps = list(transform.transforms)
+    at = next((i for i, t in enumerate(steps) if "ToTensor" in type(t).__name__), 0)
+    return type(transform)(steps[:at] + [tf] + steps[at:])
 
 
 def files_fingerprint(samples: list[tuple[str, int]]) -> str:
@@ -78,13 +88,17 @@ class ImageFolderDataModule(L.LightningDataModule):
         data_dir: where ``folder`` lives; default ``$ZOO_DATA_DIR``, else ``./data``.
         batch_size: images (or feature vectors) per batch.
         val_fraction: share held out for validation when there is no ``val/`` folder.
-        seed: seed of that split and of the balanced sampler.
-        balance: draw training samples with a WeightedRandomSampler so every class is equally likely.
+        seed: seed of that split and of the balanced sampler (epoch ``e`` draws with ``seed + e``).
+        balance: alias of ``sampling="oversample"``, kept for older configs.
         augment: timm's training augmentation (random resized crop, flip, colour jitter); False: eval transform.
         precompute: serve cached frozen-backbone features while the backbone is frozen (needs a model with
             ``extract_features``; with a later unfreeze, set ``trainer.reload_dataloaders_every_n_epochs: 1``).
         predict_dir: folder of images (searched recursively) for ``predict``; default: the validation images.
         num_workers: DataLoader workers.
+        sampling: training order: "none" (shuffled, each image once an epoch), "oversample" (classes equally often,
+            epoch of the training-set size) or "undersample" (min class count per class, a shorter epoch).
+        augment_policy: "randaugment", "trivialaugment", "autoaugment" (ImageNet policy) or "augmix" in the training
+            transform (torchvision's, per sample); "none": off.
     """
 
     def __init__(
@@ -99,9 +113,14 @@ class ImageFolderDataModule(L.LightningDataModule):
         precompute: bool = False,
         predict_dir: str | None = None,
         num_workers: int = 0,
+        sampling: Sampling = "none",
+        augment_policy: Policy = "none",
     ):
         super().__init__()
         self.save_hyperparameters()
+        if balance and sampling == "undersample":
+            raise ValueError("balance=True means sampling='oversample'; drop balance to undersample.")
+        self.sampling = "oversample" if balance else sampling
         self.root = resolve_data_dir(data_dir) / folder
         self.classes: list[str] = []
         self.datasets: dict[str, Dataset] = {}
@@ -130,7 +149,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         from timm.data import create_transform
 
         cfg = self.data_config()
-        train_tf = create_transform(**cfg, is_training=self.hparams.augment)
+        train_tf = with_policy(create_transform(**cfg, is_training=self.hparams.augment), self.hparams.augment_policy)
         self.eval_transform = create_transform(**cfg)
         dirs = self._split_dirs()
         train_aug, train_plain = ImageFolder(dirs["train"], train_tf), ImageFolder(dirs["train"], self.eval_transform)
@@ -159,6 +178,12 @@ class ImageFolderDataModule(L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def class_counts(self) -> torch.Tensor:
+        """Training images per class, int64 (num_classes,) (e.g. for class-weighted losses); runs ``setup`` if needed."""
+        if "train" not in self.datasets:
+            self.setup("fit")
+        return class_counts(self._targets(self.datasets["train"]), self.num_classes)
 
     def card_info(self) -> dict:
         """What a model card records about this data (read from the folders; no decoding)."""
@@ -193,9 +218,9 @@ class ImageFolderDataModule(L.LightningDataModule):
         if split in self.features and self.features[split].key == key:
             return self.features[split]
         path = cache_dir("features") / f"{split}-{key}.npz"
-        if path.is_file():
-            with np.load(path, allow_pickle=False) as z:
-                feats, labels = torch.from_numpy(z["features"]), torch.from_numpy(z["labels"])
+        cached = read_cache(path)  # None when absent or damaged (checksum): computed again, never used
+        if cached is not None:
+            feats, labels = torch.from_numpy(cached["features"]), torch.from_numpy(cached["labels"])
         else:
             start, chunks, labels = time.perf_counter(), [], []
             loader = DataLoader(ds, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
@@ -203,10 +228,7 @@ class ImageFolderDataModule(L.LightningDataModule):
                 chunks.append(model.extract_features(x.to(model.device)).float().cpu())  # (B, F)
                 labels.append(y)
             feats, labels = torch.cat(chunks), torch.cat(labels)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, features=feats.numpy(), labels=labels.numpy())
-            os.replace(tmp, path)  # atomic: a killed run never leaves half a cache
+            write_cache(path, features=feats.numpy(), labels=labels.numpy())
             print(f"zoo: {split} features {tuple(feats.shape)} in {time.perf_counter() - start:.1f}s -> {path}")
         dataset = TensorDataset(feats, labels)
         dataset.key = key
@@ -223,11 +245,9 @@ class ImageFolderDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         ds = self._features("train") if self._use_features() else self.datasets["train"]
         sampler = None
-        if self.hparams.balance:
-            targets = ds.tensors[1].tolist() if isinstance(ds, TensorDataset) else self._targets(ds)
-            generator = torch.Generator().manual_seed(self.hparams.seed + self.trainer.current_epoch)
-            sampler = WeightedRandomSampler(class_weights(targets, self.num_classes), len(targets),
-                                            generator=generator)
+        if self.sampling != "none":  # seeded per epoch: Lightning calls the sampler's set_epoch
+            targets = ds.tensors[1] if isinstance(ds, TensorDataset) else self._targets(ds)
+            sampler = BalancedSampler(targets, self.sampling, seed=self.hparams.seed, num_classes=self.num_classes)
         return self._loader(ds, shuffle=True, sampler=sampler)
 
     @staticmethod

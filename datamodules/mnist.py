@@ -3,6 +3,7 @@
 Usage:
     dm = MNISTDataModule(data_dir="data")                                    # [0, 1], 28 px (the VAE)
     dm = FashionMNISTDataModule(image_size=32, value_range="-1,1")           # [-1, 1], padded to 32 px (the DCGAN)
+    dm = FashionMNISTDataModule(sampling="oversample", augment_policy="trivialaugment")       # a classifier's
     # zoo fit --config configs/vae_mnist.yaml --data.data_dir /path/to/data
 
 The on-disk format is torchvision's: ``<data_dir>/MNIST/raw/`` or ``<data_dir>/FashionMNIST/raw/`` holding the four
@@ -24,9 +25,14 @@ import torch
 import torch.nn.functional as F
 
 from zoo.errors import UserError
-from zoo.datamodules.common import TensorBatches, TensorSplitLoaders, cache_dir, resolve_data_dir
+from zoo.datamodules.augment import augment_batch
+from zoo.datamodules.common import TensorBatches, TensorSplitLoaders, cache_dir, file_sha256, resolve_data_dir
+from zoo.datamodules.sampling import BalancedSampler, Sampling, class_counts, generator_for
 
 RAW_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+AUGMENT_STREAM = 3  # the augmentation's random stream: generator_for(seed, AUGMENT_STREAM, rank, epoch, batch)
+# AutoAugment has no learned policy for grey digits or clothes, so it is not offered here.
+MNISTPolicy = Literal["none", "randaugment", "trivialaugment", "augmix"]
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot")
 
@@ -56,8 +62,11 @@ def readable_root(raw: Path, name: str) -> Path:
     out = root / name / "raw"
     out.mkdir(parents=True, exist_ok=True)
     for f in RAW_FILES:
-        if (out / f).is_file():
+        digest = out / f"{f}.sha256"  # written after the file: a damaged or unfinished copy is noticed, redone
+        if (out / f).is_file() and digest.is_file() and file_sha256(out / f) == digest.read_text().strip():
             continue
+        if (out / f).is_file():
+            print(f"zoo: cache {out / f} does not match its checksum; decompressing it again")
         src = raw / f
         tmp = out / f"{f}.{os.getpid()}.tmp"
         if src.is_file():
@@ -66,6 +75,7 @@ def readable_root(raw: Path, name: str) -> Path:
             with gzip.open(raw / f"{f}.gz", "rb") as zin, open(tmp, "wb") as zout:
                 shutil.copyfileobj(zin, zout)
         os.replace(tmp, out / f)  # atomic: a killed run never leaves a half-written file behind
+        digest.write_text(file_sha256(out / f))
     return root
 
 
@@ -109,6 +119,10 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
             time a batch is served, validation and test included).
         num_workers: DataLoader workers; batches are slices of an in-memory tensor, so 0 is usually fastest.
         download: fetch torchvision's copy in ``prepare_data`` when none is found.
+        sampling: training order: "none" (each image once an epoch), "oversample" (classes equally often, epoch of
+            the training-set size) or "undersample" (min class count per class, a shorter epoch); seeded per epoch.
+        augment_policy: "randaugment", "trivialaugment" or "augmix" on the 28 px uint8 training batches (before
+            resizing), drawn per image from a generator seeded by (seed, rank, epoch, batch index); "none": off.
     """
 
     dataset_name = "MNIST"  # torchvision's class name, and the folder under data_dir
@@ -128,6 +142,8 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
         binarize: Literal["none", "threshold", "bernoulli"] = "none",
         num_workers: int = 0,
         download: bool = True,
+        sampling: Sampling = "none",
+        augment_policy: MNISTPolicy = "none",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -177,14 +193,31 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
             "test": TensorBatches(test.data, test.targets),
         }
 
+    def class_counts(self) -> torch.Tensor:
+        """Training images per class, int64 (10,), in the split trained on (e.g. for class-weighted losses)."""
+        self.setup()
+        return class_counts(self.datasets["train"].labels, self.num_classes)
+
+    def train_sampler(self, n: int):
+        """EpochSampler, or a BalancedSampler over the training labels when ``sampling`` asks for one."""
+        if self.hparams.sampling == "none":
+            return super().train_sampler(n)
+        return BalancedSampler(self.datasets["train"].labels, self.hparams.sampling, seed=self.hparams.seed,
+                               num_classes=self.num_classes)
+
     def card_info(self) -> dict:
         """What a model card records about this data: dataset, splits, licence and the model's input."""
         h = self.hparams
         scaling = "x / 255" if h.value_range == "0,1" else "x / 255 * 2 - 1"
+        train = f"train minus {h.val_size} images held out for validation (seed {h.seed})"
+        if h.sampling != "none":
+            train += f"; {h.sampling}d to balance the classes"
+        if h.augment_policy != "none":
+            train += f"; {h.augment_policy} augmentation"
         return {
             "dataset": self.dataset_name,
             "classes": list(self.classes),
-            "train_split": f"train minus {h.val_size} images held out for validation (seed {h.seed})",
+            "train_split": train,
             "test_split": "test (the official 10,000 images)",
             "licence": self.licence,
             "preprocessing": {
@@ -200,6 +233,11 @@ class MNISTDataModule(TensorSplitLoaders, L.LightningDataModule):
             return batch
         x, y = batch
         h = self.hparams
+        t = self.trainer
+        if h.augment_policy != "none" and t is not None and t.training:
+            # The loop has not counted this batch yet: `ready` is its index in the epoch (restored on resume).
+            key = (t.global_rank, t.current_epoch, t.fit_loop.epoch_loop.batch_progress.current.ready)
+            x = augment_batch(x.unsqueeze(1), h.augment_policy, generator_for(h.seed, AUGMENT_STREAM, *key))[:, 0]
         return to_range(x, h.image_size, h.resize, h.value_range, h.binarize), y
 
 

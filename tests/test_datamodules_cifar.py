@@ -5,6 +5,7 @@ import torch
 from conftest import SHARED_DATA
 from zoo.datamodules import cifar
 from zoo.datamodules.cifar import CIFAR10DataModule, CIFAR10NotFoundError, cutout, random_crop, random_flip
+from zoo.datamodules.pseudo_labels import PseudoLabelsError
 
 
 @pytest.mark.parametrize("layout", ["cifar_pickles", "cifar_folder"])
@@ -122,3 +123,134 @@ def test_alternating_flip_mirrors_a_fixed_half_then_everything_on_odd_epochs(cif
         alt.trainer = SimpleNamespace(training=True, current_epoch=epoch)
         seen.append(alt.on_after_batch_transfer(batch, 0)[0])
     assert torch.equal(seen[1], seen[0].flip(-1))  # every image is seen both ways within two epochs
+
+
+# --------------------------------------------------------------- long tail, balanced sampling, policies, pseudo-labels
+def test_long_tail_after_the_val_split_with_class_counts(cifar_pickles):
+    from zoo.datamodules.sampling import long_tail_quotas
+
+    plain = CIFAR10DataModule(data_dir=str(cifar_pickles), val_size=10, download=False)
+    tail = CIFAR10DataModule(data_dir=str(cifar_pickles), val_size=10, imbalance_ratio=5, download=False)
+    plain.setup(), tail.setup()
+    before = plain.class_counts()
+    assert before.dtype == torch.int64 and before.sum() == 50
+    assert tail.class_counts().tolist() == long_tail_quotas(before, 5).tolist()
+    assert tail.class_counts()[0] == before[0] == before.max() and tail.class_counts()[-1] == before.max() // 5
+    for split in ("val", "test"):  # untouched: the same images as without the tail
+        assert torch.equal(tail.datasets[split].images, plain.datasets[split].images)
+    kept = tail.datasets["train"].images
+    assert all(any(torch.equal(k, p) for p in plain.datasets["train"].images) for k in kept)  # a subset
+    again = CIFAR10DataModule(data_dir=str(cifar_pickles), val_size=10, imbalance_ratio=5, download=False)
+    assert torch.equal(again.class_counts(), tail.class_counts())  # class_counts runs setup itself
+    assert torch.equal(again.datasets["train"].images, kept)  # seeded
+    assert "imbalance ratio 5" in tail.card_info()["train_split"] and tail.card_info()["imbalance_ratio"] == 5
+    assert "imbalance_ratio" not in plain.card_info()
+
+
+@pytest.mark.parametrize("sampling", ["oversample", "undersample"])
+def test_balanced_sampling_of_the_long_tail(cifar_pickles, sampling):
+    dm = CIFAR10DataModule(data_dir=str(cifar_pickles), val_size=0, imbalance_ratio=10, batch_size=1,
+                           sampling=sampling, download=False)
+    dm.setup()
+    counts = dm.class_counts()  # 10 7 5 4 3 2 2 1 1 1
+    assert counts.tolist() == [10, 7, 5, 4, 3, 2, 2, 1, 1, 1]
+    loader = dm.train_dataloader()
+    epoch = torch.cat([y for _, y in loader])
+    drawn = torch.bincount(epoch, minlength=10)
+    if sampling == "oversample":
+        assert len(epoch) == counts.sum() and drawn.max() - drawn.min() <= 1
+    else:
+        assert len(epoch) == 10 * counts.min() and drawn.tolist() == [1] * 10
+    assert torch.equal(epoch, torch.cat([y for _, y in dm.train_dataloader()]))  # same seed and epoch: same order
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(epoch, torch.cat([y for _, y in loader]))
+
+
+def test_augment_policy_runs_per_batch_seeded_by_epoch_and_index(cifar_folder):
+    from types import SimpleNamespace
+
+    dm = CIFAR10DataModule(data_dir=str(cifar_folder), val_size=10, crop_padding=0, flip=False,
+                           augment_policy="trivialaugment", download=False)
+    dm.setup()
+    batch = (dm.datasets["train"].images[:16], dm.datasets["train"].labels[:16])
+
+    def augmented(epoch, index):
+        progress = SimpleNamespace(current=SimpleNamespace(ready=index))
+        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch, global_rank=0,
+                                     fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+        torch.manual_seed(index)  # the global RNG has no say
+        return dm.on_after_batch_transfer(batch, 0)[0]
+
+    assert torch.equal(augmented(0, 3), augmented(0, 3))
+    assert not torch.equal(augmented(0, 3), augmented(0, 4)) and not torch.equal(augmented(0, 3), augmented(1, 3))
+    assert not torch.equal(augmented(0, 3), dm.normalize(batch[0]))
+
+
+def test_resume_replays_the_long_tail_sampler_and_policy(cifar_pickles, tmp_path):
+    """tests/test_resume.py's stop-and-resume, with the new options on: the resumed weights are the same."""
+    from test_resume import fit, last_state
+
+    options = ("--data.imbalance_ratio", "2", "--data.sampling", "oversample", "--data.augment_policy",
+               "randaugment")
+    assert fit(cifar_pickles, tmp_path / "a", *options) == 0
+    reference, _ = last_state(tmp_path / "a")
+    assert fit(cifar_pickles, tmp_path / "b", *options, "--trainer.callbacks+=test_resume.SigtermAt",
+               "--trainer.callbacks.step=7") == 143
+    _, path = last_state(tmp_path / "b")
+    assert fit(cifar_pickles, tmp_path / "b", *options, "--ckpt_path", str(path)) == 0
+    resumed, _ = last_state(tmp_path / "b")
+    assert resumed["global_step"] == reference["global_step"]
+    for key, value in reference["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+
+
+def test_labelled_subset_unlabelled_pool_and_pseudo_labels(cifar_pickles, tmp_path):
+    from safetensors.torch import save_file
+
+    kwargs = {"data_dir": str(cifar_pickles), "val_size": 10, "labelled": 20, "batch_size": 8, "download": False}
+    dm = CIFAR10DataModule(**kwargs)
+    dm.setup()
+    assert dm.class_counts().tolist() == [2] * 10 and dm.datasets["train"].labels.dtype == torch.int64
+    xs, idx = zip(*dm.unlabelled_dataloader())
+    x, idx = torch.cat(xs), torch.cat(idx)
+    assert len(idx) == 30 and torch.equal(idx, idx.sort().values) and x.dtype == torch.float32
+    assert torch.allclose(x[0], dm.normalize(dm.datasets["unlabelled"].images[:1])[0])
+    # The teacher's file: probabilities over the pool, half of them unsure (max 0.4 < threshold 0.5).
+    probs = torch.full((30, 10), 0.6 / 9)
+    probs[torch.arange(30), torch.arange(30) % 10] = 0.4
+    probs[::2] = torch.nn.functional.one_hot(torch.arange(0, 30, 2) % 10, 10).float() * 0.9 + 0.01
+    save_file({"indices": idx, "probs": probs}, tmp_path / "pseudo.safetensors")
+    soft = CIFAR10DataModule(**kwargs, pseudo_labels=str(tmp_path / "pseudo.safetensors"), pseudo_threshold=0.5)
+    soft.setup()
+    targets = soft.datasets["train"].labels
+    assert targets.shape == (20 + 15, 10) and targets.dtype == torch.float32
+    assert torch.equal(targets[:20].sum(1), torch.ones(20)) and torch.equal(targets[20:], probs[::2])
+    assert torch.equal(soft.datasets["train"].images[20:], dm.datasets["unlabelled"].images[::2])
+    assert soft.class_counts().sum() == 35
+    _, y = next(iter(soft.train_dataloader()))
+    assert y.shape == (8, 10)
+    hard = CIFAR10DataModule(**kwargs, pseudo_labels=str(tmp_path / "pseudo.safetensors"), pseudo_hard=True)
+    hard.setup()
+    assert set(hard.datasets["train"].labels.unique().tolist()) == {0.0, 1.0} and len(hard.datasets["train"]) == 50
+    # Indices outside the pool (here: validation images) would leak; they are refused.
+    leaky = torch.tensor(sorted(set(range(60)) - set(idx.tolist())))[:3]
+    save_file({"indices": leaky, "probs": torch.full((3, 10), 0.1)}, tmp_path / "leaky.safetensors")
+    with pytest.raises(PseudoLabelsError, match="not in the unlabelled pool"):
+        CIFAR10DataModule(**kwargs, pseudo_labels=str(tmp_path / "leaky.safetensors")).setup()
+    with pytest.raises(ValueError, match="needs labelled > 0"):
+        CIFAR10DataModule(data_dir=str(cifar_pickles), pseudo_labels=str(tmp_path / "pseudo.safetensors"))
+
+
+def test_soft_pseudo_labels_train_the_classifier(cifar_pickles, tmp_path):
+    """One fast_dev_run step of the classic CNN on (B, 10) float targets, through the CLI."""
+    from safetensors.torch import save_file
+
+    from zoo.cli import main
+
+    dm = CIFAR10DataModule(data_dir=str(cifar_pickles), val_size=10, labelled=20, download=False)
+    idx = torch.cat([i for _, i in dm.unlabelled_dataloader()])
+    save_file({"indices": idx, "probs": torch.softmax(torch.randn(len(idx), 10), 1)}, tmp_path / "p.safetensors")
+    assert main(["fit", "--model", "cifar_cnn", "--data", "CIFAR10DataModule", "--data.data_dir", str(cifar_pickles),
+                 "--data.val_size", "10", "--data.labelled", "20", "--data.pseudo_labels", str(tmp_path / "p.safetensors"),
+                 "--data.batch_size", "8", "--trainer.fast_dev_run", "1", "--trainer.default_root_dir", str(tmp_path),
+                 "--trainer.enable_progress_bar", "false"]) == 0

@@ -45,6 +45,25 @@ def test_fashion_gz_only_is_decompressed_into_the_cache(fashion_dir, isolated_ca
     assert (x[:, :, :2] == -1).all() and (x[:, :, :, -2:] == -1).all()  # pad keeps a black border
 
 
+@pytest.mark.parametrize("damage", ["truncated", "bit-flipped"])
+def test_a_damaged_decompressed_cache_is_rebuilt(fashion_dir, isolated_cache, damage, capsys):
+    def first_test_batch():
+        dm = FashionMNISTDataModule(data_dir=str(fashion_dir), batch_size=4, val_size=0, download=False)
+        dm.setup()
+        return next(iter(dm.test_dataloader()))[0]
+
+    expected = first_test_batch()
+    (cached,) = isolated_cache.glob(f"datasets/fashionmnist-*/FashionMNIST/raw/{RAW_FILES[2]}")  # test images
+    data = bytearray(cached.read_bytes())
+    if damage == "truncated":
+        data = data[: len(data) // 2]
+    else:
+        data[len(data) // 2] ^= 0x10
+    cached.write_bytes(bytes(data))
+    assert torch.equal(first_test_batch(), expected)
+    assert "does not match its checksum; decompressing it again" in capsys.readouterr().out
+
+
 def test_bilinear_resize_and_binarisation(mnist_dir):
     dm = MNISTDataModule(data_dir=str(mnist_dir), batch_size=4, image_size=64, resize="bilinear",
                          binarize="bernoulli")
@@ -81,3 +100,42 @@ def test_real_fashion_mnist_loads():
     dm.setup()
     assert len(dm.datasets["train"]) == 60000 and len(dm.datasets["test"]) == 10000
     assert torch.bincount(dm.datasets["test"].labels).tolist() == [1000] * 10
+
+
+# ------------------------------------------------------------------------ class counts, balanced sampling, policies
+def test_class_counts_and_undersampling(mnist_dir):
+    dm = MNISTDataModule(data_dir=str(mnist_dir), batch_size=1, val_size=10, sampling="undersample", download=False)
+    counts = dm.class_counts()  # runs setup
+    assert counts.dtype == torch.int64 and counts.sum() == 30 and len(counts) == 10
+    labels = torch.cat([y for _, y in dm.train_dataloader()])
+    assert torch.bincount(labels, minlength=10).tolist() == [int(counts.min())] * 10
+
+
+def test_augment_policy_per_batch_seeded_by_epoch_and_index(mnist_dir):
+    from types import SimpleNamespace
+
+    dm = FashionMNISTDataModule(data_dir=str(make_raw(mnist_dir, "FashionMNIST", gz=False)), val_size=0,
+                                image_size=32, augment_policy="randaugment", download=False)
+    dm.setup()
+    batch = (dm.datasets["train"].images[:16], dm.datasets["train"].labels[:16])
+    plain = dm.on_after_batch_transfer(batch, 0)[0]  # no trainer: no augmentation
+
+    def augmented(epoch, index):
+        progress = SimpleNamespace(current=SimpleNamespace(ready=index))
+        dm.trainer = SimpleNamespace(training=True, current_epoch=epoch, global_rank=0,
+                                     fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+        return dm.on_after_batch_transfer(batch, 0)[0]
+
+    x = augmented(0, 2)
+    assert x.shape == plain.shape == (16, 1, 32, 32) and torch.equal(x, augmented(0, 2))
+    assert not torch.equal(x, plain) and not torch.equal(x, augmented(1, 2))
+
+
+def test_classifier_config_trains_with_sampling_and_policy(tmp_path):
+    from zoo.cli import main
+
+    make_raw(tmp_path / "data", "FashionMNIST", gz=True, n_train=24, n_test=8)
+    main(["fit", "--config", str(ROOT / "configs" / "cnn_fashion_mnist.yaml"), "--trainer.fast_dev_run", "1",
+          "--data.val_size", "8", "--data.sampling", "oversample", "--data.augment_policy", "trivialaugment",
+          "--trainer.default_root_dir", str(tmp_path / "run"), "--data.data_dir", str(tmp_path / "data"),
+          "--data.batch_size", "8", "--trainer.enable_progress_bar", "false"])
