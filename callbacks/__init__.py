@@ -4,6 +4,7 @@ Stackable presets: zoo fit --config configs/cifar_cnn.yaml --config configs/call
 """
 
 from zoo.callbacks.averaging_check import AveragingCheck
+from zoo.callbacks.confusion_matrix import ConfusionMatrix
 from zoo.callbacks.distillation import Distillation
 from zoo.callbacks.finite_loss import FiniteLoss
 from zoo.callbacks.image_grid import ImageGrid
@@ -15,5 +16,5 @@ from zoo.callbacks.print_predictions import PrintPredictions
 from zoo.callbacks.text_samples import TextSamples
 from zoo.callbacks.wandb_tools import WandbRun
 
-__all__ = ["AveragingCheck", "Distillation", "FiniteLoss", "ImageGrid", "ImageWriter", "LastCheckpoint", "MixUpCutMix",
-           "PrintPredictions", "PrintTopK", "TextSamples", "WandbRun"]
+__all__ = ["AveragingCheck", "ConfusionMatrix", "Distillation", "FiniteLoss", "ImageGrid", "ImageWriter",
+           "LastCheckpoint", "MixUpCutMix", "PrintPredictions", "PrintTopK", "TextSamples", "WandbRun"]
