@@ -49,3 +49,18 @@ def test_each_model_config_stops_early_on_the_metric_it_checkpoints(config):
     best = [(a["monitor"], a.get("mode", "min")) for k, a in zip(kinds, args) if k == "ModelCheckpoint" and "monitor" in a]
     stops = [(a["monitor"], a.get("mode", "min")) for k, a in zip(kinds, args) if k == "EarlyStopping"]
     assert stops == best  # one EarlyStopping, same metric and mode; none where nothing is validated (the DCGAN)
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs" / "schedules").glob("*.yaml")), ids=lambda p: p.name)
+def test_schedule_presets_train_a_model_config(preset, cifar_pickles, tmp_path):
+    """configs/schedules/*.yaml stack on a model config and drive its learning rate, stepped per optimizer step."""
+    assert main(["fit", "--config", str(ROOT / "configs" / "cifar_cnn.yaml"), "--config", str(preset),
+                 "--data.init_args.data_dir", str(cifar_pickles), "--data.init_args.val_size", "10",
+                 "--data.init_args.batch_size", "8", "--trainer.max_steps", "4", "--trainer.default_root_dir",
+                 str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
+    (config,) = tmp_path.rglob("config.yaml")
+    saved = yaml.safe_load(config.read_text())["model"]["init_args"]
+    expected = yaml.safe_load(preset.read_text())["model"]["init_args"]
+    assert all(saved[k] == v for k, v in expected.items() if k != "scheduler")
+    if "scheduler" in expected:
+        assert saved["scheduler"]["class_path"] == expected["scheduler"]["class_path"]

@@ -88,6 +88,14 @@ def test_schedule_function_raises_on_unknown_names():
         per_step_schedule(opt, zoo.get_model("cifar_cnn"), 0.0, 0.0, 0.0, "cosin")
 
 
+def test_flat_cosine_holds_the_peak_then_anneals():
+    from zoo.optim import warmup_decay
+
+    values = [warmup_decay(step, 100, 0.0, 0.0, 0.0, "flat_cosine") for step in range(101)]
+    assert values[:51] == [1.0] * 51 and values[75] == pytest.approx(0.5) and values[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(values, values[1:]))
+
+
 def test_registry_rules():
     with pytest.raises(ValueError, match="already registered"):
         zoo.add_model("cifar_cnn", zoo.model_entry("cifar_cnn").cls)

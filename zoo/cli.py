@@ -31,6 +31,7 @@ ZOO_COMMANDS = {
     "evaluate": "re-measure a published checkpoint's card metrics on its dataset",
     "quantize": "int8 copy of a checkpoint (static ONNX for classifiers, dynamic TorchScript for LSTMs)",
     "serve": "HTTP server and a page to try published models: zoo serve [NAME ...] --port 8000",
+    "pseudo-label": "a teacher's labels for the unlabelled CIFAR-10 images: zoo pseudo-label NAME --labelled 4000",
 }
 
 
@@ -176,6 +177,34 @@ def cmd_quantize(argv: list[str]) -> int:
     print(f"wrote {path} ({check['bytes'] / 1e6:.2f} MB); int8 vs fp32 PyTorch on random inputs: max |diff| "
           f"{check['max_abs_diff']:.2e}" + (f", top-1 agreement {check['top1_agreement']:.2%}"
                                              if check.get("top1_agreement") is not None else ""))
+    return 0
+
+
+def cmd_pseudo_label(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="zoo pseudo-label", description=ZOO_COMMANDS["pseudo-label"] + ". The "
+                                     "student then trains with --data.init_args.pseudo_labels FILE (same data settings).")
+    parser.add_argument("teacher", help="a published classifier name, a card or a .ckpt")
+    parser.add_argument("--labelled", type=int, required=True, help="labelled training images; the rest are labelled "
+                        "by the teacher")
+    parser.add_argument("--seed", type=int, default=0, help="the DataModule's seed (split and labelled subset)")
+    parser.add_argument("--val-size", type=int, default=5000, help="the DataModule's val_size")
+    parser.add_argument("--imbalance-ratio", type=float, default=1.0, help="the DataModule's imbalance_ratio")
+    parser.add_argument("--data-dir", help="dataset folder (default: $ZOO_DATA_DIR, else ./data)")
+    parser.add_argument("--out", type=Path, required=True, help="the safetensors file to write")
+    args = parser.parse_args(argv)
+    if args.labelled <= 0:
+        raise UsageError("--labelled must be > 0: with every image labelled there is nothing to pseudo-label.")
+    import zoo
+    from zoo.datamodules.cifar import CIFAR10DataModule
+    from zoo.datamodules.pseudo_labels import write_pseudo_labels
+
+    teacher = zoo.load(args.teacher)
+    dm = CIFAR10DataModule(data_dir=args.data_dir, labelled=args.labelled, seed=args.seed, val_size=args.val_size,
+                           imbalance_ratio=args.imbalance_ratio, batch_size=500)
+    tensors = write_pseudo_labels(teacher, dm.unlabelled_dataloader(), args.out)
+    confidence = tensors["probs"].max(1).values
+    print(f"wrote {args.out}: {len(confidence)} images labelled by {args.teacher}; "
+          f"{(confidence >= 0.9).float().mean():.1%} at p >= 0.9")
     return 0
 
 
@@ -326,7 +355,7 @@ def cmd_lightning(argv: list[str]) -> int:
 
 
 COMMANDS = {"list": cmd_list, "export": cmd_export, "evaluate": cmd_evaluate, "quantize": cmd_quantize,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "pseudo-label": cmd_pseudo_label}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,13 +18,13 @@ from typing import Any, Iterable, Literal
 import torch
 
 OptimizerName = Literal["sgd", "momentum", "adam", "adamw", "radam", "ranger", "lamb", "rmsprop"]
-Schedule = Literal["constant", "linear", "cosine", "onecycle"]
+Schedule = Literal["constant", "linear", "cosine", "flat_cosine", "onecycle"]
 SchedulerInterval = Literal["epoch", "step"]
 
 # The zoo's names -> timm.optim names ("sgd" is Nesterov SGD, as in timm; "ranger" = RAdam + Lookahead).
 TIMM_NAMES = {"sgd": "sgd", "momentum": "momentum", "adam": "adam", "adamw": "adamw", "radam": "radam",
               "ranger": "lookahead_radam", "lamb": "lamb", "rmsprop": "rmsprop"}
-SCHEDULES = ("constant", "linear", "cosine", "onecycle")
+SCHEDULES = ("constant", "linear", "cosine", "flat_cosine", "onecycle")
 
 
 def create_optimizer(params: Iterable, name: str, lr: float, weight_decay: float, momentum: float = 0.9,
@@ -50,14 +50,17 @@ def create_optimizer(params: Iterable, name: str, lr: float, weight_decay: float
 
 
 def warmup_decay(step: int, total: int, warmup: float, start: float, end: float, shape: str) -> float:
-    """LR multiplier: linear ramp ``start -> 1`` over ``warmup * total`` steps, then ``1 -> end`` (linear or cosine)
+    """LR multiplier: linear ramp ``start -> 1`` over ``warmup * total`` steps, then ``1 -> end`` (linear or cosine),
+    1 for the first half of the rest and cosine to ``end`` over the second ("flat_cosine", fast.ai's flat-then-anneal),
     or 1 throughout ("constant")."""
-    if shape not in ("constant", "linear", "cosine"):
-        raise ValueError(f"Unknown schedule shape {shape!r}; choose constant, linear or cosine.")
+    if shape not in ("constant", "linear", "cosine", "flat_cosine"):
+        raise ValueError(f"Unknown schedule shape {shape!r}; choose constant, linear, cosine or flat_cosine.")
     peak = int(warmup * total)
     if step < peak:
         return start + (1 - start) * step / peak
     t = min(1.0, (step - peak) / max(1, total - peak))
+    if shape == "flat_cosine":
+        shape, t = "cosine", max(0.0, 2 * t - 1)
     if shape == "cosine":
         return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * t))
     if shape == "linear":
