@@ -38,3 +38,39 @@ def test_overhead_arms_train_the_same_weights(short_tiny_run):
 def test_benchmark_scripts_import(script):
     """The scripts the README quotes import cleanly (an import error fails here, not when someone runs them)."""
     assert callable(benchmark_script(script).main)
+
+
+@pytest.mark.parametrize("script", ["precision_auto", "share_of_peak"])
+def test_precision_and_peak_scripts_import(script):
+    benchmark_script("precision_auto")  # share_of_peak imports its family list
+    assert callable(benchmark_script(script).main)
+
+
+def test_every_family_of_the_precision_benchmarks_builds_from_its_config():
+    """The families are the configs' models as ``zoo fit`` builds them (--precision auto's cache entries)."""
+    bench = benchmark_script("precision_auto")
+    names = set()
+    for label in bench.FAMILIES:
+        workload, _ = bench.family_workload(label)
+        model = workload.model()
+        batch = workload.batch(model, 3)
+        assert all(len(t) == 3 for t in batch), label
+        assert not workload.init_args.get("pretrained"), label  # a probe never downloads
+        names.add(workload.name)
+    assert {"EfficientNetClassifier (frozen)", "EfficientNetClassifier (unfrozen)"} <= names
+
+
+def test_share_of_peak_counts_grouped_convolutions_and_lstms_once():
+    """A step costs forward + grad_input + grad_weight = 3x the forward, also for depthwise convolutions (torch's own
+    formula counts their grad_weight ``groups`` times) and oneDNN's LSTM (which torch's counter does not know)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    benchmark_script("precision_auto")
+    formulas = benchmark_script("share_of_peak").FLOP_FORMULAS
+    conv, x = torch.nn.Conv2d(8, 8, 3, groups=8, bias=False), torch.randn(2, 8, 6, 6, requires_grad=True)
+    lstm, seq = torch.nn.LSTM(4, 8, batch_first=True), torch.randn(2, 5, 4, requires_grad=True)
+    for net, inp, forward in [(conv, x, 2 * 2 * 8 * 4 * 4 * 9), (lstm, seq, 2 * 2 * 5 * (32 * 4 + 32 * 8))]:
+        with FlopCounterMode(display=False, custom_mapping=formulas) as counter:
+            out = net(inp)
+            (out[0] if isinstance(out, tuple) else out).sum().backward()
+        assert counter.get_total_flops() == 3 * forward, type(net).__name__

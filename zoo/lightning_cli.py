@@ -9,6 +9,7 @@ Usage (through the ``zoo`` command, see zoo/cli.py):
 
 from __future__ import annotations
 
+import csv
 import functools
 from pathlib import Path
 
@@ -18,7 +19,8 @@ import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
+from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 import zoo
@@ -27,7 +29,9 @@ import zoo.callbacks  # noqa: F401  (makes the zoo's callbacks resolvable by sho
 import zoo.datamodules  # noqa: F401
 from zoo.callbacks.finite_loss import FiniteLoss
 from zoo.callbacks.last_checkpoint import AtomicCheckpointIO, LastCheckpoint
+from zoo.distributed import GlobalBatchNormSync
 from zoo.callbacks.wandb_tools import WandbRun, choose_mode, run_id_from_checkpoint
+from zoo.precision import add_precision_option, resolve_auto_precision
 
 
 def run_name(cfg) -> str:
@@ -70,24 +74,35 @@ def _checkpoint_step(ckpt: str, mtime_ns: int) -> int:
     return int(state.get("global_step", 0))
 
 
-def keep_metrics_before(metrics_csv: Path, step: int) -> None:
-    """Drop the rows a resumed run will log again (step >= ``step``), so metrics.csv holds each step once."""
-    if not metrics_csv.is_file():
-        return
-    import csv
+class ResumedCSVLogger(CSVLogger):
+    """Lightning's CSVLogger continuing a run's metrics.csv: the rows logged before ``resume_step`` stay (Lightning's
+    own starts the file afresh in a non-empty folder), so a resumed run's file holds each step once, in order.
 
-    with metrics_csv.open(newline="") as f:
-        reader = csv.DictReader(f)
-        fields, rows = reader.fieldnames or [], list(reader)
-    kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
-    if len(kept) == len(rows):
-        return
-    tmp = metrics_csv.with_suffix(".csv.partial")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    tmp.replace(metrics_csv)
+    Args:
+        resume_step: the step the run resumes from; rows at or after it are logged again and dropped here.
+        **kwargs: CSVLogger's (save_dir, name, version, ...).
+    """
+
+    def __init__(self, resume_step: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.resume_step = resume_step
+        self._earlier: list[dict] | None = None
+
+    @property
+    @rank_zero_experiment
+    def experiment(self):
+        if self._earlier is None:  # first use: read the earlier rows before the writer removes the file
+            path = Path(self.log_dir) / "metrics.csv"
+            rows = []
+            if path.is_file():
+                with path.open(newline="") as f:
+                    rows = list(csv.DictReader(f))
+            self._earlier = [{k: v for k, v in r.items() if v != ""} for r in rows
+                             if r.get("step") and int(float(r["step"])) < self.resume_step]
+            writer = super().experiment
+            writer.metrics[:0] = self._earlier  # written with the first new rows, under one header
+            return writer
+        return super().experiment
 
 
 class ZooCLI(LightningCLI):
@@ -109,12 +124,16 @@ class ZooCLI(LightningCLI):
             **kwargs,
         )
 
+    def add_arguments_to_parser(self, parser) -> None:
+        add_precision_option(parser)  # --precision auto (zoo/precision.py)
+
     def before_instantiate_classes(self) -> None:
         """Every run gets one folder, ``runs/<config or model>/version_N/`` (``trainer.default_root_dir`` replaces
         ``runs``) holding its config.yaml, metrics.csv, checkpoints/ and images/; never the current folder.
         A W&B logger goes offline by itself when W&B can't be reached and, given ``--ckpt_path``, continues the run
         whose id the checkpoint holds."""
         cfg = self.config[self.subcommand] if self.subcommand else self.config
+        resolve_auto_precision(cfg)  # --precision auto: precision, channels_last, compile measured on this CPU
         ckpt = cfg.get("ckpt_path")
         if ckpt and ckpt not in ("last", "best", "hpc"):
             step = resumed_step(ckpt)  # also checks that the file is there and readable
@@ -122,12 +141,12 @@ class ZooCLI(LightningCLI):
         if cfg.trainer.logger in (None, True):  # Lightning's default: TensorBoard if installed, else CSV in cwd
             folder = run_folder_of(ckpt) if self.subcommand == "fit" and ckpt else None
             if folder is not None:  # resuming: the same folder, logger version and metrics.csv
-                keep_metrics_before(folder / "metrics.csv", step)
-                where = {"save_dir": str(folder.parent.parent), "name": folder.parent.name,
-                         "version": int(folder.name.split("_", 1)[1])}
+                cfg.trainer.logger = Namespace(class_path="zoo.lightning_cli.ResumedCSVLogger", init_args=Namespace(
+                    save_dir=str(folder.parent.parent), name=folder.parent.name,
+                    version=int(folder.name.split("_", 1)[1]), resume_step=step))
             else:
-                where = {"save_dir": cfg.trainer.default_root_dir, "name": run_name(cfg)}
-            cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(**where))
+                cfg.trainer.logger = Namespace(class_path="lightning.pytorch.loggers.CSVLogger", init_args=Namespace(
+                    save_dir=cfg.trainer.default_root_dir, name=run_name(cfg)))
         loggers = cfg.trainer.logger
         loggers = loggers if isinstance(loggers, list) else [loggers]
         for logger in (lg for lg in loggers if hasattr(lg, "init_args")):
@@ -161,8 +180,12 @@ class ZooCLI(LightningCLI):
         for cls in wanted:
             if not any(isinstance(cb, cls) for cb in cbs):
                 cbs.append(cls())
-        if not trainer_cfg.get("plugins"):  # every checkpoint written atomically (temporary file + rename)
-            kwargs.setdefault("plugins", [AtomicCheckpointIO()])
+        plugins = trainer_cfg.get("plugins") or [AtomicCheckpointIO()]  # every checkpoint written atomically
+        plugins = list(plugins if isinstance(plugins, list) else [plugins])
+        if trainer_cfg.get("sync_batchnorm") and (trainer_cfg.get("accelerator") == "cpu" or not torch.cuda.is_available()):
+            kwargs["sync_batchnorm"] = False  # torch's SyncBatchNorm runs on CUDA only; the zoo's on any device
+            plugins.append(GlobalBatchNormSync())
+        kwargs.setdefault("plugins", plugins)
         return super().instantiate_trainer(callbacks=cbs, **kwargs)
 
 
