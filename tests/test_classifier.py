@@ -217,3 +217,21 @@ def test_old_cards_without_the_new_metrics_still_evaluate(card):
     rows = hub.evaluate(str(card), accelerator="cpu")
     assert [name for name, _, _ in rows] == ["test/loss", "test/acc"]
     assert all(on_card == pytest.approx(measured) for _, on_card, measured in rows)
+
+
+# Lightning swaps any sampler but its SequentialSampler for one when overfitting, and says so.
+@pytest.mark.filterwarnings("ignore:You requested to overfit but enabled")
+def test_overfit_one_batch_first(cifar_pickles, tmp_path):
+    """The cheatsheet's first check, `--trainer.overfit_batches 1`: the model drives one fixed batch's loss to ~0."""
+    import csv
+
+    assert main(["fit", "--model", "CifarCNN", "--model.dropout", "0", "--model.optimizer", "adam", "--model.lr",
+                 "0.003", "--model.schedule", "constant", "--data", "CIFAR10DataModule", "--data.data_dir",
+                 str(cifar_pickles), "--data.val_size", "10", "--data.batch_size", "8", "--data.crop_padding", "0",
+                 "--data.flip", "false",
+                 "--trainer.overfit_batches", "1", "--trainer.max_epochs", "60", "--trainer.log_every_n_steps", "1",
+                 "--trainer.default_root_dir", str(tmp_path), "--trainer.enable_progress_bar", "false"]) == 0
+    (metrics,) = tmp_path.rglob("metrics.csv")
+    with metrics.open() as f:
+        losses = [float(r["train/loss"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert losses[0] > 1.5 and losses[-1] < 0.05, (losses[0], losses[-1])

@@ -165,3 +165,24 @@ def test_published_checkpoints_have_valid_cards():
         assert card["name"] == name and card["model"] in zoo.list_models()
         assert (hub.PUBLISHED_DIR / card["weights"]["file"]).is_file() or card["weights"]["url"]
         assert card["metrics"] and card["metrics_command"].startswith("zoo evaluate")
+
+
+def test_evaluate_add_missing_writes_the_metrics_a_published_card_lacks(teacher_card, monkeypatch, capsys):
+    """`zoo evaluate NAME --add-missing`: an older card gains the metrics its test now logs (macro-F1, per-class
+    accuracy, ...), measured from its own weights; a second run finds nothing to add and reproduces them all."""
+    import json
+
+    from zoo import hub
+    from zoo.cli import main
+
+    monkeypatch.setattr(hub, "PUBLISHED_DIR", teacher_card.parent)
+    card = json.loads(teacher_card.read_text())
+    card["metrics"] = {}
+    teacher_card.write_text(json.dumps(card))
+    assert main(["evaluate", "teacher", "--add-missing"]) == 0
+    metrics = json.loads(teacher_card.read_text())["metrics"]
+    assert {"test/acc", "test/f1_macro", "test/auroc", "test/acc_airplane"} <= metrics.keys()
+    capsys.readouterr()
+    assert main(["evaluate", "teacher", "--add-missing"]) == 0
+    out = capsys.readouterr().out
+    assert "added" not in out and "test/f1_macro" in out

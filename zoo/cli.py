@@ -81,7 +81,8 @@ def cmd_list(argv: list[str]) -> int:
     for row in rows:
         table.add_row(f"[bold]{row['model']}[/]", row["description"])
         for ckpt in row["checkpoints"]:
-            metrics = ", ".join(f"{k}={v:.4g}" for k, v in ckpt["metrics"].items()) or "-"
+            headline = {k: v for k, v in ckpt["metrics"].items() if not k.startswith("test/acc_")}  # not per class
+            metrics = ", ".join(f"{k}={v:.4g}" for k, v in headline.items()) or "-"
             table.add_row(f"  {ckpt['name']}", metrics)
     Console().print(table)
     return 0
@@ -252,12 +253,14 @@ def cmd_evaluate(argv: list[str]) -> int:
     parser.add_argument("--data-dir", help="dataset folder (default: $ZOO_DATA_DIR, else ./data)")
     parser.add_argument("--tolerance", type=float, default=0.001,
                         help="exit 1 if any metric differs by more (relative for values above 1)")
+    parser.add_argument("--add-missing", action="store_true", help="write the metrics the published card lacks "
+                        "(measured now from its weights, e.g. macro-F1 and per-class accuracy) into the card")
     args = parser.parse_args(argv)
     if "+" in args.source:
         return evaluate_ensemble(args.source.split("+"), args.accelerator, args.data_dir)
     from zoo.hub import evaluate
 
-    rows = evaluate(args.source, args.accelerator, args.data_dir)
+    rows = evaluate(args.source, args.accelerator, args.data_dir, add_missing=args.add_missing)
     width = max([20] + [len(k) + 2 for k, _, _ in rows])
     print(f"{'metric':<{width}}{'card':>12}{'measured':>12}{'diff':>10}")
     worst = 0.0

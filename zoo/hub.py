@@ -371,12 +371,23 @@ def export(
     return out_dir / f"{name}.json"
 
 
-def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None) -> list[tuple[str, float, float]]:
-    """Re-run the card's test and return (metric, card value, measured value) rows."""
+def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None, add_missing: bool = False,
+             ) -> list[tuple[str, float, float]]:
+    """Re-run the card's test and return (metric, card value, measured value) rows. ``add_missing``: metrics the test
+    logs but the card lacks (e.g. macro-F1 and per-class accuracy on a card older than them) are measured from the
+    same, sha256-checked weights and written into a published card (atomically); its values are only compared."""
     net = load(source)
     card = net.zoo_card
     if card is None:
         raise CheckpointError(f"{source}: no model card, so there is nothing to reproduce; use `zoo export` first.")
     overrides = {"data_dir": data_dir} if data_dir else {}
     measured = run_test(net, _data_from_config(card["data"], **overrides), accelerator)
-    return [(k, v, measured.get(k, float("nan"))) for k, v in card["metrics"].items()]
+    rows = [(k, v, measured.get(k, float("nan"))) for k, v in card["metrics"].items()]
+    new = {k: v for k, v in measured.items() if k not in card["metrics"]}
+    path = PUBLISHED_DIR / f"{card['name']}.json"
+    if add_missing and new and path.is_file():
+        stored = json.loads(path.read_text())
+        stored["metrics"] = {**stored["metrics"], **{k: round(v, 6) for k, v in new.items()}}
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(stored, indent=2) + "\n"))
+        print(f"added {len(new)} metrics to {path}: {', '.join(sorted(new))}")
+    return rows
