@@ -30,6 +30,8 @@ CLASSIC = ["--model", "CifarCNN", "--data", "CIFAR10DataModule", "--trainer.enab
 
 def zoo(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if env.get("ZOO_DATA_DIR"):  # the runs work in a temporary folder: a relative path would point elsewhere
+        env["ZOO_DATA_DIR"] = str(Path(env["ZOO_DATA_DIR"]).resolve())
     run = subprocess.run([sys.executable, "-m", "zoo", *args], capture_output=True, text=True, env=env, cwd=cwd,
                          check=False)
     if run.returncode != 0:
