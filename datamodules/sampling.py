@@ -17,7 +17,8 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 Sampling = Literal["none", "oversample", "undersample"]
 
@@ -73,34 +74,37 @@ def balanced_indices(labels: torch.Tensor, mode: Literal["oversample", "undersam
     return order[torch.randperm(len(order), generator=generator)]
 
 
-class BalancedSampler(Sampler[int]):
+class BalancedSampler(DistributedSampler):
     """Class-balanced indices, drawn with a generator seeded by ``seed + epoch`` (``set_epoch``), never the global
-    RNG: the order of an epoch does not depend on what ran before it, so a resumed run sees the same batches.
+    RNG: the order of an epoch does not depend on what ran before it, so a resumed run sees the same batches. Under
+    DDP each of the N processes takes every N-th index of that order (as ``common.EpochSampler`` does), so Lightning
+    keeps it rather than wrapping it in its own reshuffling sampler.
 
     Args:
         labels: class id of every training item (N,).
         mode: "oversample" (epoch of N draws, classes equally often) or "undersample" (min count per class).
         seed: base seed; epoch ``e`` uses ``seed + e``, as ``common.EpochSampler`` does.
         num_classes: length of the class axis (classes absent from ``labels`` are skipped); default max label + 1.
+        num_replicas, rank: the processes and this one's rank; default: the process group's, else 1 and 0.
     """
 
     def __init__(self, labels: torch.Tensor, mode: Literal["oversample", "undersample"], seed: int = 0,
-                 num_classes: int | None = None):
+                 num_classes: int | None = None, num_replicas: int | None = None, rank: int | None = None):
         if mode not in ("oversample", "undersample"):
             raise ValueError(f"mode must be 'oversample' or 'undersample'; got {mode!r}.")
         self.labels = torch.as_tensor(labels, dtype=torch.int64)
-        self.mode, self.seed, self.num_classes, self.epoch = mode, seed, num_classes, 0
+        self.mode, self.num_classes = mode, num_classes
         self.length = int(class_quotas(class_counts(self.labels, num_classes), mode, torch.Generator()).sum())
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+        distributed = dist.is_available() and dist.is_initialized()
+        num_replicas = num_replicas if num_replicas is not None else dist.get_world_size() if distributed else 1
+        rank = rank if rank is not None else dist.get_rank() if distributed else 0
+        super().__init__(range(self.length), num_replicas=num_replicas, rank=rank, shuffle=False, seed=seed)
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(balanced_indices(self.labels, self.mode, generator, self.num_classes).tolist())
-
-    def __len__(self) -> int:
-        return self.length
+        order = balanced_indices(self.labels, self.mode, generator, self.num_classes).tolist()
+        order += order[: self.total_size - len(order)]  # padded to a multiple of the processes, as torch's is
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 def long_tail_quotas(counts: torch.Tensor, ratio: float) -> torch.Tensor:

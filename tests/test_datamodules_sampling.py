@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from zoo.datamodules.sampling import (BalancedSampler, balanced_quotas, class_counts, generator_for, long_tail_quotas,
@@ -66,3 +67,19 @@ def test_balanced_quotas_spread_the_total_and_spill_over_small_classes():
     assert balanced_quotas(torch.tensor([100, 100, 100]), 10).tolist() == [4, 3, 3]
     assert balanced_quotas(torch.tensor([100, 2, 100]), 30).tolist() == [14, 2, 14]
     assert balanced_quotas(torch.tensor([3, 2]), 99).tolist() == [3, 2]
+
+
+@pytest.mark.parametrize("mode", ["oversample", "undersample"])
+def test_two_processes_split_the_one_process_order(mode):
+    """Under DDP each process takes every other index of the same seeded order: at a batch of B/2 the two
+    processes' batches together are the one-process batch of B, step by step."""
+    labels = torch.tensor([0] * 30 + [1] * 9 + [2] * 5)
+    one = BalancedSampler(labels, mode, seed=3)
+    ranks = [BalancedSampler(labels, mode, seed=3, num_replicas=2, rank=r) for r in (0, 1)]
+    for s in (one, *ranks):
+        s.set_epoch(2)
+    order, shards = list(one), [list(s) for s in ranks]
+    assert len(ranks[0]) == len(shards[0]) == (len(order) + 1) // 2
+    for step in range(len(order) // 4):  # batch 4 in one process, 2 in each of the two
+        together = shards[0][2 * step : 2 * step + 2] + shards[1][2 * step : 2 * step + 2]
+        assert sorted(together) == sorted(order[4 * step : 4 * step + 4])
