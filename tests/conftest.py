@@ -215,15 +215,31 @@ def tiny_data(folder, batch_size=7):
 
 
 @pytest.fixture
-def teacher_card(cifar_folder, tmp_path, monkeypatch):
-    """A zoo checkpoint (card + safetensors) of a 2-step classic CNN, as in test_hub.py."""
-    from zoo import hub
+def run_ckpt(cifar_folder, tmp_path, monkeypatch) -> Path:
+    """A Lightning checkpoint (and LightningCLI's config.yaml) from a 2-step CLI fit of the classic CNN on the tiny
+    CIFAR-10 folder (ZOO_DATA_DIR points at it for the rest of the test)."""
     from zoo.cli import main
 
     monkeypatch.setenv("ZOO_DATA_DIR", str(cifar_folder))
-    root = tmp_path / "teacher_run"
+    root = tmp_path / "fixture_run"
     assert main(["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", "--data.val_size", "10",
                  "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
                  "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0
     (ckpt,) = root.glob("cifarcnn/version_0/checkpoints/*.ckpt")
-    return hub.export(ckpt, "teacher", tmp_path / "published", test=False)
+    return ckpt
+
+
+@pytest.fixture
+def exported(run_ckpt, tmp_path) -> Path:
+    """``run_ckpt`` exported as the card ``tiny_cnn`` (with its test metrics) in ``tmp_path/published``."""
+    from zoo import hub
+
+    return hub.export(run_ckpt, "tiny_cnn", tmp_path / "published")
+
+
+@pytest.fixture
+def teacher_card(run_ckpt, tmp_path) -> Path:
+    """``run_ckpt`` exported as the card ``teacher``, without a test run (no metrics)."""
+    from zoo import hub
+
+    return hub.export(run_ckpt, "teacher", tmp_path / "published", test=False)

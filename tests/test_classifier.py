@@ -191,26 +191,16 @@ def test_the_options_through_the_cli(cifar_folder, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------------- cards
-@pytest.fixture
-def card(cifar_folder, tmp_path, monkeypatch):
-    """A card exported from a 2-step CLI run of the classic CNN on the tiny CIFAR-10 folder."""
-    monkeypatch.setenv("ZOO_DATA_DIR", str(cifar_folder))
-    root = tmp_path / "run"
-    assert main(["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", "--data.val_size", "10",
-                 "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
-                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0
-    (ckpt,) = root.glob("cifarcnn/version_0/checkpoints/*.ckpt")
-    return hub.export(ckpt, "tiny_cnn", tmp_path / "published")
-
-
-def test_cards_carry_macro_f1_and_per_class_accuracy(card):
+def test_cards_carry_macro_f1_and_per_class_accuracy(exported):
+    card = exported
     metrics = json.loads(card.read_text())["metrics"]
     assert {"test/acc", "test/loss", "test/f1_macro", "test/acc_airplane", "test/acc_truck"} <= set(metrics)
     rows = {name: (on_card, measured) for name, on_card, measured in hub.evaluate(str(card), accelerator="cpu")}
     assert rows["test/f1_macro"][0] == pytest.approx(rows["test/f1_macro"][1])
 
 
-def test_old_cards_without_the_new_metrics_still_evaluate(card):
+def test_old_cards_without_the_new_metrics_still_evaluate(exported):
+    card = exported
     data = json.loads(card.read_text())
     data["metrics"] = {k: data["metrics"][k] for k in ("test/loss", "test/acc")}  # what published cards hold
     card.write_text(json.dumps(data))

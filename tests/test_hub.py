@@ -14,24 +14,6 @@ from zoo.cli import main
 from zoo.hub import CheckpointError
 
 
-@pytest.fixture
-def run_ckpt(cifar_folder, tmp_path, monkeypatch):
-    """A Lightning checkpoint (and LightningCLI's config.yaml) from a 2-step fit of the classic CNN."""
-    monkeypatch.setenv("ZOO_DATA_DIR", str(cifar_folder))
-    root = tmp_path / "run"
-    assert main(["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", "--data.val_size", "10",
-                 "--data.batch_size", "16", "--trainer.max_steps", "2", "--trainer.default_root_dir", str(root),
-                 "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]) == 0
-    (ckpt,) = root.glob("cifarcnn/version_0/checkpoints/*.ckpt")
-    return ckpt
-
-
-@pytest.fixture
-def exported(run_ckpt, tmp_path):
-    card = hub.export(run_ckpt, "tiny_cnn", tmp_path / "published")
-    return card
-
-
 def test_export_then_load_gives_identical_outputs(run_ckpt, exported):
     card = json.loads(exported.read_text())
     assert card["model"] == "cifar_cnn" and card["hparams"]["num_classes"] == 10
