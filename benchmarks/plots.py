@@ -14,18 +14,42 @@ IMAGES = HERE.parent / "docs" / "images"
 W, H, PAD = 560, 320, 56
 
 
+COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea")
+
+
 def svg_plot(points: list[tuple[float, float]], title: str, xlabel: str, ylabel: str, yfmt: str = "{:.0%}",
              xfmt: str = "{:g}") -> str:
     """One series as an SVG line chart with its points labelled, axes from the data's range."""
-    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    return svg_lines({"": points}, title, xlabel, ylabel, yfmt, xfmt)
+
+
+def svg_lines(series: dict[str, list[tuple[float, float]]], title: str, xlabel: str, ylabel: str,
+              yfmt: str = "{:.0%}", xfmt: str = "{:g}") -> str:
+    """Several named series in one SVG line chart (a legend when there are names; the points of a lone series are
+    labelled with their values), axes from the data's range."""
+    everything = [p for points in series.values() for p in points]
+    xs, ys = sorted({p[0] for p in everything}), [p[1] for p in everything]
     x0, x1 = min(xs), max(xs)
     y0, y1 = min(ys), max(ys)
     y0, y1 = y0 - 0.05 * (y1 - y0 or 1), y1 + 0.05 * (y1 - y0 or 1)
     sx = lambda x: PAD + (x - x0) / ((x1 - x0) or 1) * (W - 2 * PAD)  # noqa: E731
     sy = lambda y: H - PAD - (y - y0) / ((y1 - y0) or 1) * (H - 2 * PAD)  # noqa: E731
-    line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
-    dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"/><text x="{sx(x):.1f}" y="{sy(y) - 8:.1f}" '
-                   f'text-anchor="middle">{yfmt.format(y)}</text>' for x, y in points)
+    lines = ""
+    for i, (name, points) in enumerate(series.items()):
+        colour = COLOURS[i % len(COLOURS)]
+        line = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in points)
+        labels = len(series) == 1
+        dots = "".join(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="3"/>' + (
+            f'<text x="{sx(x):.1f}" y="{sy(y) - 8:.1f}" text-anchor="middle">{yfmt.format(y)}</text>' if labels else "")
+            for x, y in points)
+        lines += (f'<polyline points="{line}" fill="none" stroke="{colour}" stroke-width="2"/>'
+                  f'<g fill="{colour}">{dots}</g>')
+        if name:
+            ly = PAD + 4 + 16 * i
+            lines += (f'<line x1="{W - PAD - 190}" y1="{H - ly - 4}" x2="{W - PAD - 170}" y2="{H - ly - 4}" '
+                      f'stroke="{colour}" stroke-width="2"/><text x="{W - PAD - 164}" y="{H - ly}">{name}</text>')
+    yticks = "".join(f'<text x="{PAD - 6}" y="{sy(y) + 4:.1f}" text-anchor="end">{yfmt.format(y)}</text>'
+                     for y in (min(ys), max(ys))) if len(series) > 1 else ""
     shown, xticks = [], ""
     for x in xs:  # a tick label too close to the one before is left out
         if not shown or sx(x) - sx(shown[-1]) >= 36:
@@ -39,8 +63,7 @@ def svg_plot(points: list[tuple[float, float]], title: str, xlabel: str, ylabel:
             f'<line x1="{PAD}" y1="{PAD}" x2="{PAD}" y2="{H - PAD}" stroke="black"/>'
             f'<text x="{W / 2}" y="{H - 14}" text-anchor="middle">{xlabel}</text>'
             f'<text x="16" y="{H / 2}" transform="rotate(-90 16 {H / 2})" text-anchor="middle">{ylabel}</text>'
-            f'{xticks}<polyline points="{line}" fill="none" stroke="#2563eb" stroke-width="2"/>'
-            f'<g fill="#2563eb">{dots}</g></svg>\n')
+            f'{xticks}{yticks}{lines}</svg>\n')
 
 
 def main() -> int:

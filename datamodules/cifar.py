@@ -329,7 +329,8 @@ class CIFAR10DataModule(TensorSplitLoaders, L.LightningDataModule):
     def card_info(self) -> dict:
         """What a model card records about this data: dataset, splits, licence and the model's preprocessing."""
         h = self.hparams
-        train = f"train minus {h.val_size} images held out for validation (seed {h.seed})"
+        train = (f"train minus {h.val_size} images held out for validation (seed {h.seed})" if h.val_size else
+                 "train (all 50,000 images; no validation split)")
         if h.imbalance_ratio != 1:
             train += (f"; long-tailed with imbalance ratio {h.imbalance_ratio:g} (Cui et al. 2019: class i keeps "
                       f"int(n_max * {h.imbalance_ratio:g} ** (-i / 9)) images)")

@@ -34,7 +34,8 @@ def test_overhead_arms_train_the_same_weights(short_tiny_run):
             torch.testing.assert_close(v, reference[k], msg=f"{arm}: {k} differs from the hand-written loop's")
 
 
-@pytest.mark.parametrize("script", ["export_parity", "startup", "quantize_lstm", "pruning", "faults", "newcomer", "plots"])
+@pytest.mark.parametrize("script", ["export_parity", "startup", "quantize_lstm", "pruning", "faults", "newcomer", "plots",
+                                    "flagship_vs_peer", "callbacks_ablation"])
 def test_benchmark_scripts_import(script):
     """The scripts the README quotes import cleanly (an import error fails here, not when someone runs them)."""
     assert callable(benchmark_script(script).main)
@@ -74,3 +75,46 @@ def test_share_of_peak_counts_grouped_convolutions_and_lstms_once():
             out = net(inp)
             (out[0] if isinstance(out, tuple) else out).sum().backward()
         assert counter.get_total_flops() == 3 * forward, type(net).__name__
+
+
+AIRBENCH_TABLE = """\
+------------------------------------------------------------------------------------------------------
+|  run     |  epoch  |  train_loss  |  train_acc  |  val_acc  |  tta_val_acc  |  total_time_seconds  |
+------------------------------------------------------------------------------------------------------
+|       0  |      0  |      1.4721  |     0.5020  |   0.6509  |               |            210.1234  |
+|          |      1  |      1.3000  |     0.5900  |   0.6814  |               |            420.5000  |
+|          |   eval  |      1.2000  |     0.6100  |   0.6814  |       0.6900  |            430.0000  |
+------------------------------------------------------------------------------------------------------
+"""
+
+
+def test_the_peer_curve_is_read_from_airbench_table(tmp_path):
+    """The side-by-side table quotes the peer's own printout: its per-epoch test accuracy and its TTA result."""
+    bench = benchmark_script("flagship_vs_peer")
+    log = tmp_path / "peer.log"
+    log.write_text("Files already downloaded\n" + AIRBENCH_TABLE + "Mean: 0.6900    Std: nan\n")
+    assert bench.peer_curve(log) == ([0.6509, 0.6814], 0.69)
+    log.write_text(AIRBENCH_TABLE.split("|          |   eval")[0])  # killed before its final TTA evaluation
+    with pytest.raises(SystemExit, match="no finished airbench94 table"):
+        bench.peer_curve(log)
+
+
+def test_callback_ablation_halves_merge_into_one_verdict(tmp_path, capsys):
+    """Two halves of the ablation run side by side (one seed each) give the same table as one run of both seeds."""
+    import json
+
+    bench = benchmark_script("callbacks_ablation")
+    config = {"student": "cifar_cnn", "epochs": 30, "limit": None, "precision": "bf16-mixed"}
+    halves = {0: {"baseline": 0.800, "mixup": 0.812, "ema": 0.801}, 1: {"baseline": 0.802, "mixup": 0.815, "ema": 0.799}}
+    files = []
+    for seed, accs in halves.items():
+        files.append(tmp_path / f"seed{seed}.json")
+        runs = [{"variant": v, "seed": seed, "test_acc": a, "seconds": 1.0} for v, a in accs.items()]
+        files[-1].write_text(json.dumps({"config": {**config, "seeds": [seed]}, "summary": [], "runs": runs}))
+    out = tmp_path / "merged.json"
+    assert bench.main(["--merge", *map(str, files), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert merged["config"]["seeds"] == [0, 1] and len(merged["runs"]) == 6
+    verdicts = {r["variant"]: r.get("verdict") for r in merged["summary"]}
+    assert verdicts == {"baseline": None, "mixup": "helps", "ema": "no measurable effect at this budget"}
+    assert "| mixup | 81.35 ± 0.21 % | +1.25 pt | 2 | helps |" in capsys.readouterr().out
