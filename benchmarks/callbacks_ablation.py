@@ -4,7 +4,11 @@ Prints a Markdown table of test accuracy (mean ± std over seeds, difference to 
 every run to ``benchmarks/callbacks_ablation.json`` (next to this script). The README's table comes from here.
 
 Usage:
-    python benchmarks/callbacks_ablation.py --data-dir data --epochs 30 --seeds 0 1 2          # the README numbers
+    python benchmarks/callbacks_ablation.py --epochs 4 --seeds 0 1                 # the short-budget table
+    # the converged table, in two halves side by side (one thread each), then merged:
+    python benchmarks/callbacks_ablation.py --epochs 30 --seeds 0 --precision bf16-mixed --channels-last --out A.json
+    python benchmarks/callbacks_ablation.py --epochs 30 --seeds 1 --precision bf16-mixed --channels-last --out B.json
+    python benchmarks/callbacks_ablation.py --merge A.json B.json --out benchmarks/callbacks_ablation_30ep.json
     python benchmarks/callbacks_ablation.py --epochs 1 --seeds 0 1 --limit 2 --teacher PATH    # a smoke run
 
 Variants: baseline, mixup (MixUp alpha 0.2), cutmix (CutMix alpha 1.0), swa (Lightning's SWA from 75% of the epochs),
@@ -26,6 +30,9 @@ from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _bench import machine  # noqa: E402
 
 
 import zoo  # noqa: E402
@@ -60,11 +67,11 @@ def limit(value: str | None) -> int | float | None:
 
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     L.seed_everything(seed, workers=True, verbose=False)
-    model = zoo.get_model(args.student, tta=0)
+    model = zoo.get_model(args.student, tta=0, channels_last=args.channels_last)
     data = CIFAR10DataModule(data_dir=args.data_dir, batch_size=args.batch_size, val_size=args.val_size, seed=0)
     lim = limit(args.limit)
     trainer = L.Trainer(
-        accelerator=args.accelerator, devices=1, max_epochs=args.epochs, logger=False, enable_checkpointing=False,
+        accelerator=args.accelerator, devices=1, precision=args.precision, max_epochs=args.epochs, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
         limit_train_batches=lim, limit_test_batches=lim, callbacks=make_callbacks(variant, args, seed),
     )
@@ -122,23 +129,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--swa-lr", type=float, default=0.01)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--accelerator", default="auto")
+    parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
+    parser.add_argument("--channels-last", action="store_true", help="channels-last student (faster with bf16 on CPU)")
+    parser.add_argument("--merge", type=Path, nargs="+", help="summarise the runs of these JSON files; train nothing")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run, not Lightning's banners
 
+    if args.merge:
+        parts = [json.loads(f.read_text()) for f in args.merge]
+        config = {**parts[0]["config"], "seeds": sorted({r["seed"] for p in parts for r in p["runs"]}),
+                  "merged_from": [f.name for f in args.merge]}
+        return report([r for p in parts for r in p["runs"]], config, args.out)
     runs = []
     for variant in args.variants:
         for seed in args.seeds:
             runs.append(run_one(variant, seed, args))
             print(f"{variant:>13} seed {seed}: test/acc {runs[-1]['test_acc']:.4f} ({runs[-1]['seconds']} s)",
                   flush=True)
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "merge"}
+    return report(runs, config, args.out)
+
+
+def report(runs: list[dict], config: dict, out: Path) -> int:
     rows = summarise(runs)
-    print(f"\n{args.student}, {args.epochs} epochs{f', limit {args.limit}' if args.limit else ''}, "
-          f"seeds {args.seeds}\n")
+    limited = f", limit {config['limit']}" if config["limit"] else ""
+    print(f"\n{config['student']}, {config['epochs']} epochs{limited}, seeds {config['seeds']}, "
+          f"precision {config.get('precision', '32-true')}\n")
     print(table(rows))
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    args.out.write_text(json.dumps({"config": config, "summary": rows, "runs": runs}, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    config["machine"] = machine()
+    out.write_text(json.dumps({"config": config, "summary": rows, "runs": runs}, indent=2) + "\n")
+    print(f"\nwrote {out}")
     return 0
 
 
