@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, StochasticWeightAveraging
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -55,7 +57,7 @@ def make_callbacks(variant: str, args: argparse.Namespace, seed: int) -> list[L.
     if variant == "ema":
         return [EMAWeightAveraging(decay=args.ema_decay)]
     if variant == "distillation":
-        return [Distillation(args.teacher, temperature=4.0, alpha=0.9)]
+        return [Distillation(args.teacher, temperature=args.kd_temperature, alpha=args.kd_alpha)]
     raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
 
 
@@ -80,6 +82,20 @@ def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     # The model now holds the averaged weights for swa/ema (copied in at the end of training).
     acc = float(trainer.test(model, datamodule=data, verbose=False)[0]["test/acc"])
     return {"variant": variant, "seed": seed, "test_acc": acc, "seconds": round(time.perf_counter() - start, 1)}
+
+
+@torch.no_grad()
+def teacher_softness(args: argparse.Namespace, n: int = 500) -> None:
+    """Print how soft the teacher's targets are at T 1, 2, 4 on the first ``n`` training images (seeded order)."""
+    data = CIFAR10DataModule(data_dir=args.data_dir, batch_size=n, val_size=args.val_size, seed=0)
+    data.setup("fit")
+    x, y = next(iter(data.train_dataloader()))
+    logits = zoo.load(args.teacher)(data.normalize(x)).float()
+    for t in (1, 2, 4):
+        p = (logits / t).softmax(-1)
+        entropy = -(p * p.clamp_min(1e-12).log()).sum(-1).mean()
+        print(f"T {t}: entropy {entropy:.2f} nats (uniform {math.log(p.shape[1]):.2f}), "
+              f"mean probability of the true class {p[torch.arange(len(y)), y].mean():.2f}")
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -128,14 +144,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=5000, help="held out of training, as in the configs")
     parser.add_argument("--swa-lr", type=float, default=0.01)
     parser.add_argument("--ema-decay", type=float, default=0.999)
+    parser.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature T")
+    parser.add_argument("--kd-alpha", type=float, default=0.9, help="weight of the distillation term")
     parser.add_argument("--accelerator", default="auto")
     parser.add_argument("--precision", default="32-true", help="Lightning precision, e.g. bf16-mixed")
     parser.add_argument("--channels-last", action="store_true", help="channels-last student (faster with bf16 on CPU)")
+    parser.add_argument("--teacher-softness", action="store_true", help="print the teacher's target entropy; train nothing")
     parser.add_argument("--merge", type=Path, nargs="+", help="summarise the runs of these JSON files; train nothing")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
     args = parser.parse_args(argv)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # one line per run, not Lightning's banners
 
+    if args.teacher_softness:
+        teacher_softness(args)
+        return 0
     if args.merge:
         parts = [json.loads(f.read_text()) for f in args.merge]
         config = {**parts[0]["config"], "seeds": sorted({r["seed"] for p in parts for r in p["runs"]}),
@@ -157,7 +179,7 @@ def report(runs: list[dict], config: dict, out: Path) -> int:
     print(f"\n{config['student']}, {config['epochs']} epochs{limited}, seeds {config['seeds']}, "
           f"precision {config.get('precision', '32-true')}\n")
     print(table(rows))
-    config["machine"] = machine()
+    config.setdefault("machine", machine())  # a merge keeps the machine its runs recorded
     out.write_text(json.dumps({"config": config, "summary": rows, "runs": runs}, indent=2) + "\n")
     print(f"\nwrote {out}")
     return 0
