@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("peer_log", type=Path, help="what the CPU port of airbench94.py printed")
     parser.add_argument("--data-dir", help="CIFAR-10 folder (default: $ZOO_DATA_DIR, else ./data)")
     args = parser.parse_args(argv)
+    if not args.peer_log.is_file():
+        raise SystemExit(f"{args.peer_log}: no such file; save what the airbench94 port prints (python ... > peer.log)")
 
     dm = CIFAR10DataModule(data_dir=args.data_dir, val_size=0, batch_size=1000)
     dm.setup("test")

@@ -92,6 +92,8 @@ def test_the_peer_curve_is_read_from_airbench_table(tmp_path):
     """The side-by-side table quotes the peer's own printout: its per-epoch test accuracy and its TTA result."""
     bench = benchmark_script("flagship_vs_peer")
     log = tmp_path / "peer.log"
+    with pytest.raises(SystemExit, match="peer.log: no such file"):
+        bench.main([str(tmp_path), str(log)])
     log.write_text("Files already downloaded\n" + AIRBENCH_TABLE + "Mean: 0.6900    Std: nan\n")
     assert bench.peer_curve(log) == ([0.6509, 0.6814], 0.69)
     log.write_text(AIRBENCH_TABLE.split("|          |   eval")[0])  # killed before its final TTA evaluation
