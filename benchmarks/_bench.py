@@ -31,6 +31,21 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
 
 
+@torch.no_grad()
+def test_accuracy(net: torch.nn.Module, dm, level: int = 0) -> float:
+    """Accuracy of a classifier in eval mode on ``dm``'s test split (batches normalised by ``dm.normalize``), with
+    test-time augmentation ``level`` (see ``zoo.classifier.tta_logits``)."""
+    from zoo.classifier import tta_logits
+
+    device = next(net.parameters()).device
+    correct = total = 0
+    for x, y in dm.test_dataloader():
+        x, y = dm.normalize(x.to(device)), y.to(device)
+        correct += (tta_logits(net, x, level).argmax(1) == y).sum().item()
+        total += len(y)
+    return correct / total
+
+
 def sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()

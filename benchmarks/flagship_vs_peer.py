@@ -21,14 +21,11 @@ import re
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _bench import machine, write_json  # noqa: E402
+from _bench import machine, test_accuracy, write_json  # noqa: E402
 from plots import IMAGES, svg_lines  # noqa: E402
 
 import zoo  # noqa: E402
-from zoo.classifier import tta_logits  # noqa: E402
 from zoo.datamodules.cifar import CIFAR10DataModule  # noqa: E402
 
 STEPS_PER_EPOCH = 48  # 50,000 // 1024, the last partial batch dropped (as both do)
@@ -53,16 +50,6 @@ def peer_curve(log: Path) -> tuple[list[float], float]:
     return accs, tta
 
 
-@torch.no_grad()
-def test_accuracy(ckpt: Path, dm: CIFAR10DataModule, level: int) -> float:
-    net = zoo.load(ckpt)
-    correct = total = 0
-    for x, y in dm.test_dataloader():
-        correct += (tta_logits(net, dm.normalize(x), level).argmax(1) == y).sum().item()
-        total += len(y)
-    return correct / total
-
-
 def zoo_curve(run: Path, dm: CIFAR10DataModule) -> tuple[list[float], float, list[str]]:
     ckpts = run / "checkpoints"
     by_step = {int(m.group(1)): p for p in ckpts.glob("step*.ckpt") if (m := re.fullmatch(r"step(\d+)", p.stem))}
@@ -72,9 +59,10 @@ def zoo_curve(run: Path, dm: CIFAR10DataModule) -> tuple[list[float], float, lis
                          "configs/cifar_resnet_full.yaml`")
     accs = []
     for path in names:
-        accs.append(test_accuracy(path, dm, 0))
+        net = zoo.load(path)
+        accs.append(test_accuracy(net, dm, 0))
         print(f"zoo {path.name}: test accuracy {accs[-1]:.4f}", flush=True)
-    return accs, test_accuracy(names[-1], dm, 2), [p.name for p in names]
+    return accs, test_accuracy(net, dm, 2), [p.name for p in names]  # the last net: the final weights
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 
 import lightning as L
-import torch
 
-from _bench import machine, write_json  # noqa: E402
-from zoo.classifier import tta_logits  # noqa: E402
+from _bench import machine, test_accuracy, write_json  # noqa: E402
 from zoo.lightning_cli import ZooCLI  # noqa: E402
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar_resnet.yaml"
@@ -45,17 +43,12 @@ class TestClock(L.Callback):
         accuracies = ", ".join(f"TTA {lv}: {row[f'test_acc_tta{lv}']:.4f}" for lv in levels)
         print(f"epoch {row['epoch']}: {self.train_s:.0f} s, test accuracy ({accuracies})", flush=True)
 
-    @torch.no_grad()
     def test_accuracy(self, trainer, pl_module, level: int) -> float:
-        dm, was_training = trainer.datamodule, pl_module.training
+        was_training = pl_module.training
         pl_module.eval()
-        correct = total = 0
-        for x, y in dm.test_dataloader():
-            x, y = dm.normalize(x.to(pl_module.device)), y.to(pl_module.device)
-            correct += (tta_logits(pl_module, x, level).argmax(1) == y).sum().item()
-            total += len(y)
+        accuracy = test_accuracy(pl_module, trainer.datamodule, level)
         pl_module.train(was_training)
-        return correct / total
+        return accuracy
 
 
 def main() -> None:
