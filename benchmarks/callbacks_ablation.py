@@ -70,7 +70,8 @@ def limit(value: str | None) -> int | float | None:
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     L.seed_everything(seed, workers=True, verbose=False)
     model = zoo.get_model(args.student, tta=0, channels_last=args.channels_last)
-    data = CIFAR10DataModule(data_dir=args.data_dir, batch_size=args.batch_size, val_size=args.val_size, seed=0)
+    data = CIFAR10DataModule(data_dir=args.data_dir, batch_size=args.batch_size, val_size=args.val_size, seed=0,
+                             labelled=args.train_size)
     lim = limit(args.limit)
     trainer = L.Trainer(
         accelerator=args.accelerator, devices=1, precision=args.precision, max_epochs=args.epochs, logger=False, enable_checkpointing=False,
@@ -142,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--val-size", type=int, default=5000, help="held out of training, as in the configs")
+    parser.add_argument("--train-size", type=int, default=0,
+                        help="train on a class-balanced seeded subset of this many images (0: the whole split)")
     parser.add_argument("--swa-lr", type=float, default=0.01)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature T")
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
 def report(runs: list[dict], config: dict, out: Path) -> int:
     rows = summarise(runs)
     limited = f", limit {config['limit']}" if config["limit"] else ""
-    print(f"\n{config['student']}, {config['epochs']} epochs{limited}, seeds {config['seeds']}, "
+    subset = f", {config['train_size']} training images" if config.get("train_size") else ""
+    print(f"\n{config['student']}, {config['epochs']} epochs{subset}{limited}, seeds {config['seeds']}, "
           f"precision {config.get('precision', '32-true')}\n")
     print(table(rows))
     config.setdefault("machine", machine())  # a merge keeps the machine its runs recorded

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -103,8 +105,6 @@ def test_the_peer_curve_is_read_from_airbench_table(tmp_path):
 
 def test_callback_ablation_halves_merge_into_one_verdict(tmp_path, capsys):
     """Two halves of the ablation run side by side (one seed each) give the same table as one run of both seeds."""
-    import json
-
     bench = benchmark_script("callbacks_ablation")
     config = {"student": "cifar_cnn", "epochs": 30, "limit": None, "precision": "bf16-mixed"}
     halves = {0: {"baseline": 0.800, "mixup": 0.812, "ema": 0.801}, 1: {"baseline": 0.802, "mixup": 0.815, "ema": 0.799}}
@@ -120,3 +120,15 @@ def test_callback_ablation_halves_merge_into_one_verdict(tmp_path, capsys):
     verdicts = {r["variant"]: r.get("verdict") for r in merged["summary"]}
     assert verdicts == {"baseline": None, "mixup": "helps", "ema": "no measurable effect at this budget"}
     assert "| mixup | 81.35 ± 0.21 % | +1.25 pt | 2 | helps |" in capsys.readouterr().out
+
+
+def test_callbacks_ablation_trains_on_the_chosen_subset(cifar_folder, tmp_path, capsys):
+    """--train-size: every variant sees the same class-balanced subset (the data-limited table's regime)."""
+    bench = benchmark_script("callbacks_ablation")
+    out = tmp_path / "subset.json"
+    assert bench.main(["--data-dir", str(cifar_folder), "--train-size", "20", "--val-size", "10", "--epochs", "1",
+                       "--seeds", "0", "--variants", "baseline", "--batch-size", "8", "--accelerator", "cpu",
+                       "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["train_size"] == 20 and 0 <= result["runs"][0]["test_acc"] <= 1
+    assert "cifar_cnn, 1 epochs, 20 training images, seeds [0]" in capsys.readouterr().out

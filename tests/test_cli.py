@@ -38,11 +38,52 @@ def test_trainer_presets_stack_on_a_model_config(preset, capsys):
     assert "precision" in capsys.readouterr().out
 
 
-def test_wrong_config_key_is_named(capsys):
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--model.dropot", "0.1"], "model: CifarCNN has no option 'dropot'; its options: zoo fit --model.help CifarCNN"),
+    (["--data.val_sise", "0"], ("data: CIFAR10DataModule has no option 'val_sise'; its options: "
+                                "zoo fit --data.help CIFAR10DataModule")),
+    (["--model.lr", "abc"], "model.lr (CifarCNN): expected float, got 'abc'"),
+    (["--trainer.max_epochs", "abc"], "trainer.max_epochs: expected int, got 'abc'; see zoo fit --help"),
+    (["--data.flip", "maybe"], "data.flip (CIFAR10DataModule): expected bool or 'alternate', got 'maybe'"),
+    (["--trainer.precision", "17"], "trainer.precision: expected one of 64, 32, 16, "),
+    (["--no_such_option", "3"], "unrecognized arguments: --no_such_option 3"),
+])
+def test_wrong_option_or_value_is_one_line_naming_it(args, expected, capsys, monkeypatch):
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model", "CifarCNN", "--data", "CIFAR10DataModule", *args, "--print_config"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("zoo: error: ") and err.count("\n") == 1, err  # one line, no usage block
+    assert expected in err
+
+
+def test_options_without_a_model_say_choose_one_first(capsys, monkeypatch):
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--model.dropout", "0.1", "--print_config"])
+    assert done.value.code == 2
+    assert "model options given but no model chosen: add --model NAME" in capsys.readouterr().err
+
+
+def test_wrong_key_in_a_config_file_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    config = tmp_path / "typo.yaml"
+    config.write_text("model:\n  class_path: VAE\n  init_args:\n    latent: 8\n")
+    with pytest.raises(SystemExit) as done:
+        main(["validate", "--config", str(config), "--print_config"])
+    assert done.value.code == 2
+    assert capsys.readouterr().err == ("zoo: error: model: VAE has no option 'latent'; its options: zoo validate "
+                                       "--model.help VAE (ZOO_DEBUG=1 shows the full report).\n")
+
+
+def test_zoo_debug_shows_jsonargparse_full_report(capsys, monkeypatch):
+    monkeypatch.setenv("ZOO_DEBUG", "1")
     with pytest.raises(SystemExit) as done:
         main(["fit", "--model", "CifarCNN", "--model.dropot", "0.1", "--print_config"])
-    assert done.value.code != 0
-    assert "dropot" in capsys.readouterr().err
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err and "Option 'dropot' is not accepted" in err
 
 
 def test_bf16_mixed_fit_on_cpu(cifar_folder, tmp_path):

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import csv
 import functools
+import os
+import re
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -18,7 +21,7 @@ import torch
 import yaml
 from jsonargparse import Namespace
 from lightning.pytorch.callbacks import LearningRateMonitor
-from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
@@ -105,6 +108,48 @@ class ResumedCSVLogger(CSVLogger):
         return super().experiment
 
 
+def config_error_line(message: str, prog: str = "zoo fit") -> str:
+    """jsonargparse's multi-line report of a bad option or value as one line: the key, the class whose option it is,
+    what was wrong, and the command that lists the accepted options, e.g.
+    ``data: CIFAR10DataModule has no option 'val_sise'; its options: zoo fit --data.help CIFAR10DataModule``."""
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    owner = re.search(r"class_path '(?:[\w.]*\.)?(\w+)'", message)
+    key = ".".join(keys) or "config"
+    hint = f"{prog} --{key.split('.')[0]}.help {owner.group(1)}" if owner else f"{prog} --help"
+    unknown = re.search(r"(?:Option|Key) '([^']+)' is not (?:accepted|expected)", message)
+    if owner and owner.group(1) in ("LightningModule", "LightningDataModule"):  # options given, class not chosen
+        top = key.split(".")[0]
+        names = "NAME (`zoo list`)" if top == "model" else "NAME (a DataModule, e.g. CIFAR10DataModule)"
+        return f"{top} options given but no {top} chosen: add --{top} {names} or a --config that has one"
+    if unknown:
+        return f"{key}: {owner.group(1) if owner else 'this command'} has no option '{unknown.group(1)}'; its options: {hint}"
+    expected = []
+    for kind in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", message, flags=re.MULTILINE):
+        literal = re.fullmatch(r"typing\.Literal\[(.*)\]", kind)
+        named = re.fullmatch(r"<class '([^']+)'>", kind)
+        expected += literal.group(1).split(", ") if literal else [named.group(1)] if named else [kind]
+    expected = [e for e in dict.fromkeys(expected) if e != "NoneType"]
+    given = re.search(r"(?:Got value|Given value): (.*)", message)
+    if expected and given:
+        where = f" ({owner.group(1)})" if owner else ""
+        wanted = " or ".join(expected) if len(expected) < 3 else "one of " + ", ".join(expected)
+        return f"{key}{where}: expected {wanted}, got {given.group(1).strip()!r}; see {hint}"
+    first = message.strip().splitlines()[0].rstrip(":")
+    return f"{first}; see {hint}"
+
+
+class ZooArgumentParser(LightningArgumentParser):
+    """Reports a bad option or value in one line plus where to look (``ZOO_DEBUG=1``: jsonargparse's full report)."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if os.environ.get("ZOO_DEBUG") or not self.exit_on_error:
+            return super().error(message, ex)
+        words = (getattr(ex, "subcommand_parser", None) or self).prog.split()  # "<argv[0]> [options] fit"
+        prog = f"zoo {words[-1]}" if len(words) > 1 else "zoo"  # also under python -m zoo
+        print(f"zoo: error: {config_error_line(message, prog)} (ZOO_DEBUG=1 shows the full report).", file=sys.stderr)
+        sys.exit(2)
+
+
 class ZooCLI(LightningCLI):
     """LightningCLI in subclass mode: any registered LightningModule and any LightningDataModule by short name."""
 
@@ -120,6 +165,7 @@ class ZooCLI(LightningCLI):
             save_config_callback=ZooSaveConfig,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,  # reproducible unless a config or --seed_everything says otherwise
+            parser_class=ZooArgumentParser,
             args=args,
             **kwargs,
         )
