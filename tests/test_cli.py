@@ -58,6 +58,13 @@ def test_wrong_option_or_value_is_one_line_naming_it(args, expected, capsys, mon
     assert expected in err
 
 
+def test_the_help_command_the_error_names_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["fit", "--data.help", "CIFAR10DataModule"])
+    assert done.value.code in (0, None)
+    assert "--data.val_size" in capsys.readouterr().out
+
+
 def test_options_without_a_model_say_choose_one_first(capsys, monkeypatch):
     monkeypatch.delenv("ZOO_DEBUG", raising=False)
     with pytest.raises(SystemExit) as done:
