@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import zoo
 from zoo.cli import main
+from zoo.optim import create_optimizer
 
 
 
@@ -123,6 +124,31 @@ def test_lr_and_weight_decay_reach_the_optimizer():
     assert groups[1]["weight_decay"] == pytest.approx(0.00133 / 64)  # ... and the same per-step decay
     ranger = zoo.get_model("cifar_cnn", optimizer="ranger", schedule="constant").configure_optimizers()
     assert "Lookahead" in type(ranger).__name__
+
+
+@pytest.mark.parametrize(("name", "fused"), [("sgd", True), ("momentum", True), ("adam", True), ("adamw", True),
+                                           ("radam", False), ("rmsprop", False), ("lamb", False)])
+def test_optimizers_use_the_fused_kernel_where_torch_has_one(name, fused):
+    """The fused step (several times faster on a CPU) takes the same step as the default loop."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Linear(8, 4), torch.nn.Linear(8, 4)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    opts = [create_optimizer(net.parameters(), name, 0.1, 0.01, fused=choice) for net, choice in zip(nets, (True, False))]
+    assert bool(opts[0].defaults.get("fused")) is fused and not opts[1].defaults.get("fused")
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for net, opt in zip(nets, opts):
+            opt.zero_grad()
+            net(x).square().mean().backward()
+            opt.step()
+    torch.testing.assert_close(nets[0].weight, nets[1].weight)
+
+
+def test_models_build_fused_optimizers():
+    gan = zoo.get_model("dcgan", **zoo.model_entry("dcgan").tiny).configure_optimizers()
+    assert len(gan) == 2 and all(opt.defaults["fused"] for opt in gan)
+    vae = zoo.get_model("vae", **zoo.model_entry("vae").tiny).configure_optimizers()
+    assert isinstance(vae, torch.optim.Adam) and vae.defaults["fused"]
 
 
 def test_configure_optimizers_outside_a_trainer():

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zoo.optim import create_optimizer
+
 
 def gan_init(module: nn.Module) -> None:
     """N(0, 0.02) conv weights; BatchNorm scales N(1, 0.02) and zero shifts (DCGAN's paper, pix2pix's reference code)."""
@@ -41,4 +43,5 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 def gan_optimizers(generator: nn.Module, discriminator: nn.Module, lr: float, beta1: float) -> list:
     """[generator's, discriminator's] Adam at ``lr`` with betas (``beta1``, 0.999): both papers use 2e-4 and 0.5."""
-    return [torch.optim.Adam(net.parameters(), lr=lr, betas=(beta1, 0.999)) for net in (generator, discriminator)]
+    return [create_optimizer(net.parameters(), "adam", lr, 0.0, betas=(beta1, 0.999))
+            for net in (generator, discriminator)]
