@@ -84,6 +84,21 @@ def test_wrong_key_in_a_config_file_is_one_line(tmp_path, capsys, monkeypatch):
                                        "--model.help VAE (ZOO_DEBUG=1 shows the full report).\n")
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("trainer:\n  max_epoch: 3\n", "trainer has no option 'max_epoch'; the accepted ones: zoo test --help"),
+    ("trainerr:\n  max_epochs: 3\n", "unknown option 'trainerr.max_epochs'; the accepted ones: zoo test --help"),
+])
+def test_misspelt_section_or_trainer_key_is_one_line(text, expected, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("ZOO_DEBUG", raising=False)
+    config = tmp_path / "typo.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as done:
+        main(["test", "--config", str(ROOT / "configs" / "cifar_cnn.yaml"), "--config", str(config), "--print_config"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+
+
 def test_zoo_debug_shows_jsonargparse_full_report(capsys, monkeypatch):
     monkeypatch.setenv("ZOO_DEBUG", "1")
     with pytest.raises(SystemExit) as done:

@@ -121,8 +121,13 @@ def config_error_line(message: str, prog: str = "zoo fit") -> str:
         top = key.split(".")[0]
         names = "NAME (`zoo list`)" if top == "model" else "NAME (a DataModule, e.g. CIFAR10DataModule)"
         return f"{top} options given but no {top} chosen: add --{top} {names} or a --config that has one"
+    if unknown and owner:
+        return f"{key}: {owner.group(1)} has no option '{unknown.group(1)}'; its options: {hint}"
+    group = re.search(r"Group '([^']+)' does not accept option '([^']+)'", message)
+    if group:
+        return f"{group.group(1)} has no option '{group.group(2)}'; the accepted ones: {hint}"
     if unknown:
-        return f"{key}: {owner.group(1) if owner else 'this command'} has no option '{unknown.group(1)}'; its options: {hint}"
+        return f"unknown option '{unknown.group(1)}'; the accepted ones: {hint}"
     expected = []
     for kind in re.findall(r"Expected an? (.+?)(?:\. Got value:.*)?$", message, flags=re.MULTILINE):
         literal = re.fullmatch(r"typing\.Literal\[(.*)\]", kind)
@@ -139,13 +144,17 @@ def config_error_line(message: str, prog: str = "zoo fit") -> str:
 
 
 class ZooArgumentParser(LightningArgumentParser):
-    """Reports a bad option or value in one line plus where to look (``ZOO_DEBUG=1``: jsonargparse's full report)."""
+    """Reports a bad option or value in one line plus where to look (``ZOO_DEBUG=1``: jsonargparse's full report).
+    ``command``: the subcommand being parsed (fit, validate, ...), named in the hint."""
+
+    def __init__(self, *args, command: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.command = command
 
     def error(self, message: str, ex: Exception | None = None):
         if os.environ.get("ZOO_DEBUG") or not self.exit_on_error:
             return super().error(message, ex)
-        words = (getattr(ex, "subcommand_parser", None) or self).prog.split()  # "<argv[0]> [options] fit"
-        prog = f"zoo {words[-1]}" if len(words) > 1 else "zoo"  # also under python -m zoo
+        prog = f"zoo {self.command}" if self.command else "zoo"
         print(f"zoo: error: {config_error_line(message, prog)} (ZOO_DEBUG=1 shows the full report).", file=sys.stderr)
         sys.exit(2)
 
@@ -165,7 +174,8 @@ class ZooCLI(LightningCLI):
             save_config_callback=ZooSaveConfig,
             save_config_kwargs={"overwrite": True},
             seed_everything_default=0,  # reproducible unless a config or --seed_everything says otherwise
-            parser_class=ZooArgumentParser,
+            parser_class=functools.partial(ZooArgumentParser, command=next(
+                (a for a in (sys.argv[1:] if args is None else args) if a in self.subcommands()), None)),
             args=args,
             **kwargs,
         )
