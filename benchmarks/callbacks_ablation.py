@@ -9,6 +9,11 @@ Usage:
     python benchmarks/callbacks_ablation.py --epochs 30 --seeds 0 --precision bf16-mixed --channels-last --out A.json
     python benchmarks/callbacks_ablation.py --epochs 30 --seeds 1 --precision bf16-mixed --channels-last --out B.json
     python benchmarks/callbacks_ablation.py --merge A.json B.json --out benchmarks/callbacks_ablation_30ep.json
+    # the data-limited tables: 5,000 training images, 100 epochs, with the cosine schedule and with a constant LR
+    python benchmarks/callbacks_ablation.py --train-size 5000 --epochs 100 --seeds 0 1 2 --precision bf16-mixed \
+        --channels-last --kd-temperature 1 --kd-alpha 0.5 --out benchmarks/callbacks_ablation_5k.json
+    python benchmarks/callbacks_ablation.py --train-size 5000 --epochs 100 --seeds 0 1 2 --precision bf16-mixed \
+        --channels-last --schedule constant --variants baseline swa ema --out benchmarks/callbacks_ablation_5k_constant.json
     python benchmarks/callbacks_ablation.py --epochs 1 --seeds 0 1 --limit 2 --teacher PATH    # a smoke run
 
 Variants: baseline, mixup (MixUp alpha 0.2), cutmix (CutMix alpha 1.0), swa (Lightning's SWA from 75% of the epochs),
@@ -40,6 +45,7 @@ from _bench import machine  # noqa: E402
 import zoo  # noqa: E402
 from zoo.callbacks import Distillation, MixUpCutMix  # noqa: E402
 from zoo.datamodules.cifar import CIFAR10DataModule  # noqa: E402
+from zoo.optim import SCHEDULES  # noqa: E402
 
 VARIANTS = ("baseline", "mixup", "cutmix", "swa", "ema", "distillation")
 
@@ -69,7 +75,8 @@ def limit(value: str | None) -> int | float | None:
 
 def run_one(variant: str, seed: int, args: argparse.Namespace) -> dict:
     L.seed_everything(seed, workers=True, verbose=False)
-    model = zoo.get_model(args.student, tta=0, channels_last=args.channels_last)
+    recipe = {"schedule": args.schedule} if args.schedule else {}
+    model = zoo.get_model(args.student, tta=0, channels_last=args.channels_last, **recipe)
     data = CIFAR10DataModule(data_dir=args.data_dir, batch_size=args.batch_size, val_size=args.val_size, seed=0,
                              labelled=args.train_size)
     lim = limit(args.limit)
@@ -145,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-size", type=int, default=5000, help="held out of training, as in the configs")
     parser.add_argument("--train-size", type=int, default=0,
                         help="train on a class-balanced seeded subset of this many images (0: the whole split)")
+    parser.add_argument("--schedule", choices=SCHEDULES, help="the student's LR schedule (default: its own, cosine)")
     parser.add_argument("--swa-lr", type=float, default=0.01)
     parser.add_argument("--ema-decay", type=float, default=0.999)
     parser.add_argument("--kd-temperature", type=float, default=4.0, help="distillation temperature T")
@@ -180,6 +188,7 @@ def report(runs: list[dict], config: dict, out: Path) -> int:
     rows = summarise(runs)
     limited = f", limit {config['limit']}" if config["limit"] else ""
     subset = f", {config['train_size']} training images" if config.get("train_size") else ""
+    subset += f", {config['schedule']} LR" if config.get("schedule") else ""
     print(f"\n{config['student']}, {config['epochs']} epochs{subset}{limited}, seeds {config['seeds']}, "
           f"precision {config.get('precision', '32-true')}\n")
     print(table(rows))

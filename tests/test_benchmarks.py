@@ -123,12 +123,13 @@ def test_callback_ablation_halves_merge_into_one_verdict(tmp_path, capsys):
 
 
 def test_callbacks_ablation_trains_on_the_chosen_subset(cifar_folder, tmp_path, capsys):
-    """--train-size: every variant sees the same class-balanced subset (the data-limited table's regime)."""
+    """--train-size: every variant sees the same class-balanced subset (the data-limited tables' regime);
+    --schedule overrides the student's LR schedule."""
     bench = benchmark_script("callbacks_ablation")
     out = tmp_path / "subset.json"
     assert bench.main(["--data-dir", str(cifar_folder), "--train-size", "20", "--val-size", "10", "--epochs", "1",
                        "--seeds", "0", "--variants", "baseline", "--batch-size", "8", "--accelerator", "cpu",
-                       "--out", str(out)]) == 0
+                       "--schedule", "constant", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["config"]["train_size"] == 20 and 0 <= result["runs"][0]["test_acc"] <= 1
-    assert "cifar_cnn, 1 epochs, 20 training images, seeds [0]" in capsys.readouterr().out
+    assert "cifar_cnn, 1 epochs, 20 training images, constant LR, seeds [0]" in capsys.readouterr().out
