@@ -224,9 +224,10 @@ class ImageFolderDataModule(L.LightningDataModule):
         else:
             start, chunks, labels = time.perf_counter(), [], []
             loader = DataLoader(ds, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers)
-            for x, y in loader:
-                chunks.append(model.extract_features(x.to(model.device)).float().cpu())  # (B, F)
-                labels.append(y)
+            with torch.random.fork_rng(devices=[]):  # iterating draws a seed: a run must not depend on the cache
+                for x, y in loader:
+                    chunks.append(model.extract_features(x.to(model.device)).float().cpu())  # (B, F)
+                    labels.append(y)
             feats, labels = torch.cat(chunks), torch.cat(labels)
             write_cache(path, features=feats.numpy(), labels=labels.numpy())
             print(f"zoo: {split} features {tuple(feats.shape)} in {time.perf_counter() - start:.1f}s -> {path}")

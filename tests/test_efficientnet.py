@@ -157,6 +157,18 @@ def test_precomputed_features_then_images(image_root, tmp_path):
     torch.testing.assert_close(feats, model.extract_features(images), atol=1e-4, rtol=1e-4)
 
 
+def test_a_run_does_not_depend_on_whether_the_features_were_cached(image_root):
+    """The first run computes the feature cache, the second reads it: the same seed gives the same weights."""
+    weights = []
+    for _ in range(2):
+        L.seed_everything(0, verbose=False)
+        model = tiny_model(unfreeze_at_epoch=None)
+        dm = ImageFolderDataModule("tiny", data_dir=str(image_root), batch_size=4, precompute=True)
+        trainer(max_epochs=2).fit(model, dm)
+        weights.append(model.head.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
 def test_precompute_without_reload_is_refused(image_root):
     dm = ImageFolderDataModule("tiny", data_dir=str(image_root), batch_size=4, precompute=True)
     with pytest.raises(ValueError, match="reload_dataloaders_every_n_epochs"):
