@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import lightning as L
 import pytest
@@ -28,7 +30,8 @@ def test_negative_elbo_on_a_hand_checkable_case():
     assert bits_per_dim(torch.tensor(2 * math.log(2)), 2).item() == pytest.approx(1.0)  # 1 bit per pixel
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"beta": 4.0}, {"kind": "ae", "noise_std": 0.3}, {"depth": 1}])
+@pytest.mark.parametrize("kwargs", [{}, {"beta": 4.0}, {"kind": "ae", "noise_std": 0.3}, {"depth": 1},
+                                    {"depth": 2, "residual": True}])
 def test_vae_shapes_finite_loss_and_every_parameter_learns(kwargs):
     torch.manual_seed(0)
     model = zoo.get_model("vae", **kwargs)
@@ -72,3 +75,13 @@ def test_vae_cosine_schedule_decays_the_learning_rate_to_zero_by_the_last_step(m
     L.Trainer(max_epochs=2, limit_val_batches=0, callbacks=[RecordLR()], **QUIET).fit(model, datamodule=dm)
     assert lrs[0] == pytest.approx(1e-3) and all(a > b for a, b in zip(lrs, lrs[1:]))
     assert lrs[-1] < 0.1 * lrs[0]  # cosine over the run's steps, whatever their number
+
+
+def test_init_from_starts_training_from_a_published_vae():
+    card = json.loads((Path(zoo.__file__).parent / "checkpoints" / "vae_mnist.json").read_text())
+    model = zoo.get_model("vae", **card["hparams"], init_from="vae_mnist")
+    published = zoo.load("vae_mnist")
+    assert not torch.equal(model.decoder.fc[0].weight, published.decoder.fc[0].weight)
+    model.setup("fit")  # what the Trainer calls before the first step
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), published.state_dict().values()))
+    assert "init_from" not in model.hparams

@@ -48,9 +48,21 @@ def bits_per_dim(nats_per_image: torch.Tensor, num_pixels: int) -> torch.Tensor:
     return nats_per_image / (num_pixels * math.log(2))
 
 
-def same_convs(width: int, depth: int) -> list[nn.Module]:
-    """``depth`` 3x3 conv + ReLU layers that keep the resolution and the width."""
-    return [m for _ in range(depth) for m in (nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))]
+class Residual(nn.Sequential):
+    """x + layers(x)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + super().forward(x)
+
+
+def same_convs(width: int, depth: int, residual: bool = False) -> list[nn.Module]:
+    """``depth`` 3x3 conv + ReLU layers that keep the resolution and the width; ``residual`` adds each one's input
+    to its output (x + relu(conv(x))), so a deeper net starts close to the shallower one."""
+    def layer() -> list[nn.Module]:
+        conv_relu = (nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True))
+        return [Residual(*conv_relu)] if residual else list(conv_relu)
+
+    return [m for _ in range(depth) for m in layer()]
 
 
 class Encoder(nn.Module):
@@ -58,11 +70,11 @@ class Encoder(nn.Module):
     3x3 convs at that resolution), then two linear layers."""
 
     def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int,
-                 depth: int = 0):
+                 depth: int = 0, residual: bool = False):
         super().__init__()
         layers, c = [], channels
         for w in widths:
-            layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.ReLU(inplace=True), *same_convs(w, depth)]
+            layers += [nn.Conv2d(c, w, 4, stride=2, padding=1), nn.ReLU(inplace=True), *same_convs(w, depth, residual)]
             c = w
         side = image_size // 2 ** len(widths)  # 28 -> 14 -> 7
         self.net = nn.Sequential(*layers, nn.Flatten(), nn.Linear(c * side * side, hidden), nn.ReLU(inplace=True),
@@ -77,14 +89,14 @@ class Decoder(nn.Module):
     by ``depth`` 3x3 convs at its input resolution."""
 
     def __init__(self, channels: int, image_size: int, widths: list[int], hidden: int, latent_dim: int,
-                 depth: int = 0):
+                 depth: int = 0, residual: bool = False):
         super().__init__()
         self.side, self.width = image_size // 2 ** len(widths), widths[-1]
         self.fc = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True),
                                 nn.Linear(hidden, self.width * self.side**2), nn.ReLU(inplace=True))
         layers, chans = [], [*reversed(widths), channels]
         for i, (a, b) in enumerate(itertools.pairwise(chans)):
-            layers += [*same_convs(a, depth), nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)]
+            layers += [*same_convs(a, depth, residual), nn.ConvTranspose2d(a, b, 4, stride=2, padding=1)]
             if i < len(chans) - 2:
                 layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
@@ -107,6 +119,7 @@ class VAE(L.LightningModule):
         widths: channels of the strided conv layers (each halves the side; image_size must divide by 2**len).
         hidden: width of the linear layer between the convs and z.
         depth: extra 3x3 conv layers at each resolution of the encoder and the decoder (0: the plain strided net).
+        residual: each of those layers adds its input to its output (x + relu(conv(x))).
         beta: weight of the KL term in the training loss (reported -ELBO always uses 1).
         kind: "vae" (stochastic z, -ELBO) or "ae" (z = mean, reconstruction NLL only).
         noise_std: std of the Gaussian input corruption during training (denoising); 0 disables it.
@@ -116,6 +129,8 @@ class VAE(L.LightningModule):
         optimizer: a ``zoo.optim`` name ("adam", "adamw", "radam", ...).
         schedule: learning rate per step: "constant", or "cosine"/"linear" decay to 0 over the run's steps, or
             "onecycle".
+        init_from: a ``zoo.load`` source (e.g. ``vae_mnist_long``) whose weights start training; unlike
+            ``--ckpt_path`` it restores no optimizer, schedule or loop state (a second run from a trained net).
     """
 
     def __init__(
@@ -124,6 +139,7 @@ class VAE(L.LightningModule):
         widths: list[int] = [32, 64],  # noqa: B006 - read-only; jsonargparse needs a literal default
         hidden: int = 512,
         depth: int = 0,
+        residual: bool = False,
         beta: float = 1.0,
         kind: Literal["vae", "ae"] = "vae",
         noise_std: float = 0.0,
@@ -132,15 +148,24 @@ class VAE(L.LightningModule):
         lr: float = 1e-3,
         optimizer: OptimizerName = "adam",
         schedule: Schedule = "constant",
+        init_from: str | None = None,
     ):
         super().__init__()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["init_from"])  # a rebuilt checkpoint never re-fetches its starting point
+        self.init_from = init_from
         if image_size % 2 ** len(widths):
             raise ValueError(f"image_size {image_size} must be divisible by 2**len(widths) = {2 ** len(widths)}.")
-        self.encoder = Encoder(channels, image_size, list(widths), hidden, latent_dim, depth)
-        self.decoder = Decoder(channels, image_size, list(widths), hidden, latent_dim, depth)
+        self.encoder = Encoder(channels, image_size, list(widths), hidden, latent_dim, depth, residual)
+        self.decoder = Decoder(channels, image_size, list(widths), hidden, latent_dim, depth, residual)
         self.latent_shape = (latent_dim,)  # for the ImageGrid callback's fixed noise
         self.num_pixels = channels * image_size * image_size
+
+    def setup(self, stage: str) -> None:
+        if self.init_from:  # before a --ckpt_path restore, which wins
+            from zoo.hub import init_from
+
+            init_from(self, self.init_from)
+            self.init_from = None
 
     # ----------------------------------------------------------------------------------------------- inference
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
