@@ -6,8 +6,9 @@ import json
 
 import pytest
 import torch
-
 from conftest import benchmark_script
+
+import zoo
 
 overhead = benchmark_script("overhead")
 
@@ -133,3 +134,29 @@ def test_callbacks_ablation_trains_on_the_chosen_subset(cifar_folder, tmp_path, 
     result = json.loads(out.read_text())
     assert result["config"]["train_size"] == 20 and 0 <= result["runs"][0]["test_acc"] <= 1
     assert "cifar_cnn, 1 epochs, 20 training images, constant LR, seeds [0]" in capsys.readouterr().out
+
+
+def test_efficientnet_tta_scores_each_run_and_their_soup(image_root, tmp_path, capsys):
+    """The hymenoptera TTA/soup table: a count per TTA level and size for each run; the soup's weights are the mean."""
+    bench = benchmark_script("efficientnet_tta")
+    paths, nets = [], []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        net = zoo.get_model("efficientnet_lite0", pretrained=False, num_classes=2, image_size=32)
+        paths.append(tmp_path / f"run{seed}.ckpt")
+        hparams = {**net.hparams, "_class_path": "zoo.efficientnet.EfficientNetClassifier"}
+        torch.save({"state_dict": net.state_dict(), "hyper_parameters": hparams}, paths[-1])
+        nets.append(net)
+    soup = bench.soup(nets)
+    torch.testing.assert_close(soup.head[1].weight, (nets[0].head[1].weight + nets[1].head[1].weight) / 2)
+    out = tmp_path / "tta.json"
+    assert bench.main([*map(str, paths), "--data-dir", str(image_root), "--split", "tiny/val", "--larger", "8",
+                       "--soup", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"] for r in rows] == [*map(str, paths), "soup of 2"]
+    for r in rows:
+        counts = [r[f"{s}px_tta{t}"] for s in (32, 40) for t in (0, 1, 2)] + [r["multiscale_tta1"]]
+        assert all(0 <= c <= 6 for c in counts) and r["images"] == 6
+        assert len(r["wrong_tta1"]) == 6 - r["32px_tta1"]
+    assert "| soup of 2 | 32 |" in capsys.readouterr().out
+    assert bench.main([str(paths[0]), "--data-dir", str(tmp_path / "nowhere")]) == 2

@@ -10,9 +10,9 @@ import lightning as L
 import pytest
 import torch
 from conftest import QUIET
+from zoo.datamodules import MNISTDataModule
 
 import zoo
-from zoo.datamodules import MNISTDataModule
 from zoo.vae import VAE, bits_per_dim, negative_elbo
 
 
