@@ -27,6 +27,22 @@ def test_export_then_load_gives_identical_outputs(run_ckpt, exported):
     assert isinstance(zoo.model_entry("cifar_cnn").cls.from_pretrained(str(exported)), torch.nn.Module)
 
 
+def test_export_set_changes_how_the_weights_are_used_never_their_shapes(run_ckpt, tmp_path, capsys):
+    """``zoo export --set tta=2``: the card holds the trained weights with the new argument, and says so."""
+    out = tmp_path / "published"
+    assert main(["export", str(run_ckpt), "--name", "tta2", "--out", str(out), "--no-test", "--set", "tta=2"]) == 0
+    card = json.loads((out / "tta2.json").read_text())
+    assert card["hparams"]["tta"] == 2 and card["export_hparams"] == {"tta": 2}
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(zoo.load(out / "tta2.json")(x), zoo.load(run_ckpt)(x), rtol=0, atol=0)
+    with pytest.raises(CheckpointError, match="wrong shapes"):
+        hub.export(run_ckpt, "eleven", out, test=False, hparams={"num_classes": 11})
+    assert not (out / "eleven.json").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(run_ckpt), "--name", "bad", "--out", str(out), "--set", "tta"])
+    assert exit_info.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
+
+
 def test_evaluate_reproduces_the_card(exported, capsys):
     assert main(["evaluate", str(exported)]) == 0
     out = capsys.readouterr().out

@@ -108,18 +108,37 @@ def cmd_export(argv: list[str]) -> int:
     parser.add_argument("--config", type=Path, help="training config (default: config.yaml of the run)")
     parser.add_argument("--no-test", action="store_true", help="skip the test run (card without metrics)")
     parser.add_argument("--licence", help="licence of the training data, for the card")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change a model argument that uses the weights differently, never their shapes (e.g. "
+                             "tta=2, or a VAE's refine_steps=50); YAML values, repeatable; the card records it")
     args = parser.parse_args(argv)
+    try:
+        hparams = dict(_key_value(item) for item in args.set)
+    except ValueError as err:
+        parser.error(str(err))
     if args.format != "safetensors":
+        if hparams:
+            parser.error("--set applies to --format safetensors (the card); other formats export the model as saved")
         return export_file(args)
     if not args.name:
         parser.error("--name is required for --format safetensors")
     from zoo.hub import export
 
     card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test, licence=args.licence,
-                  force=args.force)
+                  force=args.force, hparams=hparams)
     print(f"wrote {card} and {card.with_suffix('.safetensors')}")
     print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
     return 0
+
+
+def _key_value(item: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with a YAML value (``refine_steps=50`` -> ("refine_steps", 50))."""
+    import yaml
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. --set tta=2")
+    return key, yaml.safe_load(value)
 
 
 def export_file(args) -> int:

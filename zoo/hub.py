@@ -320,14 +320,15 @@ def write_atomic(path: Path, write, mode: int = 0o644) -> None:
 
 def export(
     ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True, licence: str | None = None,
-    force: bool = False,
+    force: bool = False, hparams: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a Lightning checkpoint and its run config.
     ``licence`` states the training data's licence when the DataModule cannot (e.g. an arbitrary image folder).
-    An existing checkpoint of that name is replaced only with ``force``."""
+    An existing checkpoint of that name is replaced only with ``force``. ``hparams`` changes how the trained weights
+    are used (e.g. ``{"tta": 2}``, a VAE's ``{"refine_steps": 50}``), never their shapes; the card records them."""
     import yaml
 
-    ckpt, out_dir = Path(ckpt), Path(out_dir)
+    ckpt, out_dir, export_hparams = Path(ckpt), Path(out_dir), dict(hparams or {})
     if not ckpt.is_file():
         raise CheckpointError(f"No checkpoint file {ckpt}; runs keep theirs in runs/<run>/checkpoints/.")
     existing = [p for p in (out_dir / f"{name}.json", out_dir / f"{name}.safetensors") if p.exists()]
@@ -339,6 +340,12 @@ def export(
                               "pass --config with the config the run was trained with.")
     train_cfg = yaml.safe_load(config.read_text())
     net = load(ckpt)
+    if export_hparams:
+        trained = net
+        entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", dict(net.hparams), ckpt)
+        net = build(entry, {k: v for k, v in trained.hparams.items() if not k.startswith("_")}, export_hparams, ckpt)
+        load_weights(net, trained.state_dict(), ckpt, reinit_mismatched=False)  # a changed shape is an error
+        net.eval()
     data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
     data_cfg["init_args"]["data_dir"] = None  # machine-specific; resolved from $ZOO_DATA_DIR when evaluated
     dm = _data_from_config(data_cfg)
@@ -363,6 +370,7 @@ def export(
         "metrics": metrics,
         "metrics_command": f"zoo evaluate {name}",
         "training_config": train_cfg,
+        **({"export_hparams": export_hparams} if export_hparams else {}),
         "zoo_version": zoo.__version__,
         "git_commit": _git_commit(),
     }
