@@ -160,3 +160,21 @@ def test_efficientnet_tta_scores_each_run_and_their_soup(image_root, tmp_path, c
         assert len(r["wrong_tta1"]) == 6 - r["32px_tta1"]
     assert "| soup of 2 | 32 |" in capsys.readouterr().out
     assert bench.main([str(paths[0]), "--data-dir", str(tmp_path / "nowhere")]) == 2
+
+
+def test_vae_refine_scores_each_setting_on_the_same_draws(mnist_dir, tmp_path, capsys):
+    """Every setting scores the same val images; the same setting twice gives the same number (seeded z draws)."""
+    bench = benchmark_script("vae_refine")
+    torch.manual_seed(0)
+    net = zoo.get_model("vae", latent_dim=4, widths=[8, 16], hidden=32)
+    ckpt = tmp_path / "vae.ckpt"
+    torch.save({"state_dict": net.state_dict(), "hyper_parameters": {**net.hparams, "_class_path": "zoo.vae.VAE"}},
+               ckpt)
+    out = tmp_path / "refine.json"
+    assert bench.main([str(ckpt), "--data-dir", str(mnist_dir), "--val-size", "10", "--batch-size", "4",
+                       "--settings", "0", "5@0.05", "5@0.05", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["steps"] for r in rows] == [0, 5, 5] and rows[1]["val_nelbo"] == rows[2]["val_nelbo"]
+    x = torch.cat(bench.val_batches(str(mnist_dir), 4, None, 10))
+    assert len(x) == 10 and rows[0]["val_nelbo"] > 0
+    assert "| 5 | 0.05 |" in capsys.readouterr().out
