@@ -43,6 +43,21 @@ def test_export_set_changes_how_the_weights_are_used_never_their_shapes(run_ckpt
     assert exit_info.value.code == 2 and "expected KEY=VALUE" in capsys.readouterr().err
 
 
+def test_a_card_can_be_recarded_with_new_settings_sharing_its_weights(exported, tmp_path, capsys):
+    """``zoo export CARD --set ...``: same weights (one file, same sha256), new settings, its own measured metrics."""
+    assert main(["export", str(exported), "--name", "tiny_cnn_tta2", "--out", str(exported.parent), "--set", "tta=2"]) == 0
+    card, source = (json.loads(p.read_text()) for p in (exported.parent / "tiny_cnn_tta2.json", exported))
+    assert card["weights"] == source["weights"] and not (exported.parent / "tiny_cnn_tta2.safetensors").exists()
+    assert card["derived_from"] == "tiny_cnn" and card["training_config"] == source["training_config"]
+    assert card["hparams"]["tta"] == 2 and 0 <= card["metrics"]["test/acc"] <= 1
+    capsys.readouterr()
+    assert main(["evaluate", str(exported.parent / "tiny_cnn_tta2.json")]) == 0
+    assert "+0.0000" in capsys.readouterr().out
+    elsewhere = hub.export(exported, "copy", tmp_path / "elsewhere", test=False, hparams={"tta": 1})
+    assert json.loads(elsewhere.read_text())["weights"]["sha256"] == source["weights"]["sha256"]
+    assert elsewhere.with_suffix(".safetensors").is_file()  # another folder: a copy, verified by the same sha256
+
+
 def test_evaluate_reproduces_the_card(exported, capsys):
     assert main(["evaluate", str(exported)]) == 0
     out = capsys.readouterr().out

@@ -94,8 +94,9 @@ FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt", "exported-program": ".pt2"}
 
 def cmd_export(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="zoo export", description=ZOO_COMMANDS["export"])
-    parser.add_argument("ckpt", type=Path, help="a Lightning checkpoint (safetensors + card); for the other formats "
-                        "any zoo.load source: a published name, a card, a .ckpt")
+    parser.add_argument("ckpt", type=Path, help="a Lightning checkpoint (safetensors + card), or a card (published "
+                        "name or .json) to re-card with --set, sharing its weights; for the other formats any "
+                        "zoo.load source: a published name, a card, a .ckpt")
     parser.add_argument("--format", choices=["safetensors", *FORMATS], default="safetensors",
                         help="safetensors + model card (default), or a file that runs without the zoo: onnx "
                              "(onnxruntime), torchscript, exported-program (torch.export); card inside the file")

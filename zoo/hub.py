@@ -319,49 +319,63 @@ def write_atomic(path: Path, write, mode: int = 0o644) -> None:
 
 
 def export(
-    ckpt: Path, name: str, out_dir: Path, config: Path | None = None, test: bool = True, licence: str | None = None,
-    force: bool = False, hparams: dict[str, Any] | None = None,
+    ckpt: Path | str, name: str, out_dir: Path, config: Path | None = None, test: bool = True,
+    licence: str | None = None, force: bool = False, hparams: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``<out_dir>/<name>.safetensors`` and ``<name>.json`` from a Lightning checkpoint and its run config.
     ``licence`` states the training data's licence when the DataModule cannot (e.g. an arbitrary image folder).
     An existing checkpoint of that name is replaced only with ``force``. ``hparams`` changes how the trained weights
-    are used (e.g. ``{"tta": 2}``, a VAE's ``{"refine_steps": 50}``), never their shapes; the card records them."""
+    are used (e.g. ``{"tta": 2}``, a VAE's ``{"refine_steps": 50}``), never their shapes; the card records them.
+
+    ``ckpt`` may also be a card (a published name or a .json): the new card then keeps that card's training config
+    and data, and shares its weights file when written next to it (same sha256, no copy)."""
     import yaml
 
-    ckpt, out_dir, export_hparams = Path(ckpt), Path(out_dir), dict(hparams or {})
-    if not ckpt.is_file():
-        raise CheckpointError(f"No checkpoint file {ckpt}; runs keep theirs in runs/<run>/checkpoints/.")
+    out_dir, export_hparams = Path(out_dir), dict(hparams or {})
+    source_card = _source_card(ckpt)
     existing = [p for p in (out_dir / f"{name}.json", out_dir / f"{name}.safetensors") if p.exists()]
     if existing and not force:
         raise CheckpointError(f"{existing[0]} exists; pick another --name, or pass --force to replace it.")
-    config = Path(config) if config else ckpt.parent.parent / "config.yaml"
-    if not config.is_file():
-        raise CheckpointError(f"No training config at {config} (LightningCLI saves config.yaml in the run folder); "
-                              "pass --config with the config the run was trained with.")
-    train_cfg = yaml.safe_load(config.read_text())
-    net = load(ckpt)
+    if source_card is not None:
+        train_cfg, data_cfg = source_card[0]["training_config"], source_card[0]["data"]
+        trained = load(str(ckpt))
+    else:
+        ckpt = Path(ckpt)
+        if not ckpt.is_file():
+            raise CheckpointError(f"No checkpoint file {ckpt}; runs keep theirs in runs/<run>/checkpoints/.")
+        config = Path(config) if config else ckpt.parent.parent / "config.yaml"
+        if not config.is_file():
+            raise CheckpointError(f"No training config at {config} (LightningCLI saves config.yaml in the run "
+                                  "folder); pass --config with the config the run was trained with.")
+        train_cfg = yaml.safe_load(config.read_text())
+        data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
+        data_cfg["init_args"]["data_dir"] = None  # machine-specific; resolved from $ZOO_DATA_DIR when evaluated
+        trained = load(ckpt)
+    net = trained
     if export_hparams:
-        trained = net
         entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", dict(net.hparams), ckpt)
         net = build(entry, {k: v for k, v in trained.hparams.items() if not k.startswith("_")}, export_hparams, ckpt)
         load_weights(net, trained.state_dict(), ckpt, reinit_mismatched=False)  # a changed shape is an error
         net.eval()
-    data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
-    data_cfg["init_args"]["data_dir"] = None  # machine-specific; resolved from $ZOO_DATA_DIR when evaluated
     dm = _data_from_config(data_cfg)
     metrics = run_test(net, dm) if test else {}
     out_dir.mkdir(parents=True, exist_ok=True)
-    weights = out_dir / f"{name}.safetensors"
-    state = {k: v.contiguous() for k, v in net.state_dict().items()}
-    write_atomic(weights, lambda tmp: save_file(state, str(tmp)))
+    if source_card is not None and source_card[1].parent.resolve() == out_dir.resolve():
+        # the same tensors (--set never changes them), already next to the new card: reference them
+        weights_entry = dict(source_card[0]["weights"])
+    else:
+        weights = out_dir / f"{name}.safetensors"
+        state = {k: v.contiguous() for k, v in net.state_dict().items()}
+        write_atomic(weights, lambda tmp: save_file(state, str(tmp)))
+        weights_entry = {"file": weights.name, "sha256": sha256(weights), "bytes": weights.stat().st_size, "url": None}
     hparams = {k: v for k, v in net.hparams.items() if not k.startswith("_")}
-    entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", hparams, ckpt)
+    entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", hparams, out_dir)
     card = {
         "format": FORMAT,
         "name": name,
         "model": entry.name,
         "hparams": hparams,
-        "weights": {"file": weights.name, "sha256": sha256(weights), "bytes": weights.stat().st_size, "url": None},
+        "weights": weights_entry,
         **(dm.card_info() if hasattr(dm, "card_info") else {}),
         **({"licence": licence} if licence else {}),
         **({"preprocessing": dict(net.data_config)} if hasattr(net, "data_config") else {}),
@@ -370,6 +384,7 @@ def export(
         "metrics": metrics,
         "metrics_command": f"zoo evaluate {name}",
         "training_config": train_cfg,
+        **({"derived_from": source_card[0]["name"]} if source_card is not None else {}),
         **({"export_hparams": export_hparams} if export_hparams else {}),
         "zoo_version": zoo.__version__,
         "git_commit": _git_commit(),
@@ -377,6 +392,14 @@ def export(
     text = json.dumps(card, indent=2, default=str) + "\n"
     write_atomic(out_dir / f"{name}.json", lambda tmp: tmp.write_text(text))
     return out_dir / f"{name}.json"
+
+
+def _source_card(source: Path | str) -> tuple[dict, Path] | None:
+    """(card, its sha256-checked weights file) when ``source`` names a card (published name or .json), else None."""
+    text = str(source)
+    if text in published() or text.endswith(".json"):
+        return resolve(text)
+    return None
 
 
 def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None, add_missing: bool = False,
