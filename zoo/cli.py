@@ -127,7 +127,7 @@ def cmd_export(argv: list[str]) -> int:
 
     card = export(args.ckpt, args.name, args.out, args.config, test=not args.no_test, licence=args.licence,
                   force=args.force, hparams=hparams)
-    print(f"wrote {card} and {card.with_suffix('.safetensors')}")
+    print(f"wrote {card} (weights: {card.parent / json.loads(card.read_text())['weights']['file']})")
     print(json.dumps(json.loads(card.read_text())["metrics"], indent=2))
     return 0
 
