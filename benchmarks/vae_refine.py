@@ -27,7 +27,7 @@ import zoo
 
 def parse_setting(text: str) -> tuple[int, float]:
     steps, _, lr = text.partition("@")
-    return int(steps), float(lr or 0.05)
+    return int(steps), float(lr or 0.02)
 
 
 def val_batches(data_dir: str, batch_size: int, limit: int | None, val_size: int) -> list[torch.Tensor]:

@@ -158,7 +158,7 @@ class VAE(L.LightningModule):
         optimizer: OptimizerName = "adam",
         schedule: Schedule = "constant",
         refine_steps: int = 0,
-        refine_lr: float = 0.05,
+        refine_lr: float = 0.02,
         init_from: str | None = None,
     ):
         super().__init__()
