@@ -244,7 +244,11 @@ def load(source: str | os.PathLike, model: str | None = None, **overrides: Any):
     ``overrides`` replace constructor arguments; when one changes a tensor's shape (``num_classes``), that tensor
     is re-initialised with a warning. ``model`` names the registered model for a bare weights file.
     """
-    card, path = resolve(source)
+    return _rebuild(*resolve(source), model, overrides, reinit_mismatched=bool(overrides))
+
+
+def _rebuild(card: dict | None, path: Path, model: str | None, overrides: dict, reinit_mismatched: bool):
+    """``load`` after ``resolve``: the model of ``card`` (or of the .ckpt at ``path``) with its weights, eval mode."""
     state, ckpt_hparams = read_weights(path)
     if card is not None:
         hparams, entry = card["hparams"], _entry_for(card["model"], None, {}, path)
@@ -254,7 +258,7 @@ def load(source: str | os.PathLike, model: str | None = None, **overrides: Any):
     else:
         raise CheckpointError(f"{path}: weights without a card ({path.with_suffix('.json').name}); cannot rebuild.")
     net = build(entry, hparams, overrides, path)
-    load_weights(net, state, path, reinit_mismatched=bool(overrides))
+    load_weights(net, state, path, reinit_mismatched)
     net.eval()
     net.zoo_card = card
     if card is not None:  # torchvision-style: model.transforms() is the card's preprocessing
@@ -332,13 +336,12 @@ def export(
     import yaml
 
     out_dir, export_hparams = Path(out_dir), dict(hparams or {})
-    source_card = _source_card(ckpt)
+    source_card = resolve(str(ckpt)) if str(ckpt) in published() or str(ckpt).endswith(".json") else None
     existing = [p for p in (out_dir / f"{name}.json", out_dir / f"{name}.safetensors") if p.exists()]
     if existing and not force:
         raise CheckpointError(f"{existing[0]} exists; pick another --name, or pass --force to replace it.")
     if source_card is not None:
         train_cfg, data_cfg = source_card[0]["training_config"], source_card[0]["data"]
-        trained = load(str(ckpt))
     else:
         ckpt = Path(ckpt)
         if not ckpt.is_file():
@@ -350,13 +353,8 @@ def export(
         train_cfg = yaml.safe_load(config.read_text())
         data_cfg = {"class_path": train_cfg["data"]["class_path"], "init_args": dict(train_cfg["data"]["init_args"])}
         data_cfg["init_args"]["data_dir"] = None  # machine-specific; resolved from $ZOO_DATA_DIR when evaluated
-        trained = load(ckpt)
-    net = trained
-    if export_hparams:
-        entry = _entry_for(None, f"{type(net).__module__}.{type(net).__qualname__}", dict(net.hparams), ckpt)
-        net = build(entry, {k: v for k, v in trained.hparams.items() if not k.startswith("_")}, export_hparams, ckpt)
-        load_weights(net, trained.state_dict(), ckpt, reinit_mismatched=False)  # a changed shape is an error
-        net.eval()
+    # --set may change how the weights are used, never their shapes: a mismatch is an error, not a re-init
+    net = _rebuild(*(source_card or (None, ckpt)), None, export_hparams, reinit_mismatched=False)
     dm = _data_from_config(data_cfg)
     metrics = run_test(net, dm) if test else {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,14 +390,6 @@ def export(
     text = json.dumps(card, indent=2, default=str) + "\n"
     write_atomic(out_dir / f"{name}.json", lambda tmp: tmp.write_text(text))
     return out_dir / f"{name}.json"
-
-
-def _source_card(source: Path | str) -> tuple[dict, Path] | None:
-    """(card, its sha256-checked weights file) when ``source`` names a card (published name or .json), else None."""
-    text = str(source)
-    if text in published() or text.endswith(".json"):
-        return resolve(text)
-    return None
 
 
 def evaluate(source: str, accelerator: str = "auto", data_dir: str | None = None, add_missing: bool = False,

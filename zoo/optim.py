@@ -129,7 +129,10 @@ def configure_optimizers(module, params: Iterable, scheduler=None, interval: str
     Reads ``module.hparams``: optimizer, lr and, when present, schedule, weight_decay, momentum, betas, warmup,
     lr_start, lr_end."""
     h = module.hparams
-    trainer = getattr(module, "_trainer", None)
+    try:
+        trainer = module.trainer
+    except RuntimeError:  # not attached to a Trainer (e.g. a unit test calling configure_optimizers directly)
+        trainer = None
     # Lightning's mixed-precision plugin refuses to clip the gradients of a fused optimizer (it unscales internally)
     clipping = trainer is not None and bool(trainer.gradient_clip_val) and "mixed" in str(trainer.precision)
     optimizer = create_optimizer(params, h.optimizer, h.lr, h.get("weight_decay", 0.0), h.get("momentum", 0.9),

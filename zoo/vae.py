@@ -279,12 +279,12 @@ class VAE(L.LightningModule):
     def _evaluate(self, batch, batch_idx: int, stage: str) -> None:
         x = self._images(batch)
         # z's noise is seeded by batch and rank, so val/test numbers (and `zoo evaluate`) are reproducible
-        seed = batch_idx * 1024 + self.global_rank
-        out = self.losses(x, generator=torch.Generator().manual_seed(seed))
+        seed, posterior = batch_idx * 1024 + self.global_rank, self.encode(x)
+        out = self.losses(x, generator=torch.Generator().manual_seed(seed), posterior=posterior)
         n = len(x)
         if stage == "test" and self.hparams.refine_steps and self.hparams.kind == "vae":
             self.log("test/nelbo_encoder", out["nelbo"], sync_dist=True, batch_size=n)  # the encoder's q alone
-            refined = self.refine(x, *self.encode(x), generator=torch.Generator().manual_seed(seed + 2**30))
+            refined = self.refine(x, *posterior, generator=torch.Generator().manual_seed(seed + 2**30))
             out = self.losses(x, generator=torch.Generator().manual_seed(seed), posterior=refined)
         self.log(f"{stage}/recon", out["recon"], sync_dist=True, batch_size=n)
         if "nelbo" in out:  # a VAE's headline: -ELBO in nats per image, one z sample per image
